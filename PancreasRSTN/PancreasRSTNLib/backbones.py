@@ -1,0 +1,67 @@
+"""Backbone registry: RSTN wraps any 3-in / 3-out 2-D segmentation network registered here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .errors import ModelPackageError
+from .fcn8s import FCN8s
+from .light_unet import LightUNet
+
+BackboneFactory = Callable[..., nn.Module]
+_REGISTRY: dict[str, BackboneFactory] = {}
+
+
+def register_backbone(name: str, factory: BackboneFactory) -> None:
+    """Make ``factory(in_channels=3, n_class=3, **kwargs)`` available under ``name``."""
+    _REGISTRY[name] = factory
+
+
+def available_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_backbone(name: str, **kwargs) -> nn.Module:
+    if name not in _REGISTRY:
+        raise ModelPackageError(
+            f"Unknown backbone '{name}'. Available backbones: {', '.join(available_backbones())}."
+        )
+    return _REGISTRY[name](**kwargs)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_gflops(module: nn.Module, height: int = 512, width: int = 512) -> float:
+    """Multiply-add FLOPs (2 per MAC) of convolutions for one 3-channel slice, by forward hooks."""
+    total = 0
+
+    def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.ConvTranspose2d):
+            # every input pixel is scattered through the whole kernel
+            n_in = inputs[0].shape[-2] * inputs[0].shape[-1]
+            total += 2 * n_in * mod.in_channels * mod.out_channels * mod.kernel_size[0] * mod.kernel_size[1]
+        else:
+            k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+            total += 2 * output.numel() // output.shape[0] * k
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            module(torch.zeros(1, 3, height, width))
+    finally:
+        for h in handles:
+            h.remove()
+        module.train(was_training)
+    return total / 1e9
+
+
+register_backbone("fcn8s", FCN8s)
+register_backbone("light", LightUNet)
