@@ -1,0 +1,457 @@
+"""The batched 3-view iterative RSTN engine (Algorithm 1 of Yu et al., with the reference code's details).
+
+Round 0 (coarse): every slice triplet of every view goes through the coarse network; each slice's probability
+is the mean of the triplets that contain it, the views are averaged and thresholded.
+Round r >= 1 (fine): per view, triplets whose previous mask is empty are skipped; the others are cropped by the
+previous binary mask (margin 20), weighted by the saliency transformation of the previous soft probability, run
+through the fine network and pasted back. Averaging, thresholding and post-processing as in round 0 (plus
+keeping the large components). The run stops when DSC(Z(r-1), Z(r)) >= thr or after ``max_iter`` rounds.
+
+Results stream out round by round as ``RoundResult``s. Work is batched over triplets (fine crops are grouped by
+bucketed size), runs in mixed precision on CUDA, and holds only the HU volume, one probability accumulator and
+the previous round's probability and mask in full size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .boxes import bucket_boxes, triplet_boxes
+from .errors import DeviceOutOfMemoryError, InputImageError, ModelPackageError, RunCancelled
+from .intensity import DEFAULT_WINDOW, HUWindow
+from .metrics import dice
+from .model import RSTN
+from .postprocess import keep_large_components
+
+log = logging.getLogger(__name__)
+
+VIEW_AXES: dict[str, int] = {"X": 0, "Y": 1, "Z": 2}
+ProgressCallback = Callable[[float, str], None]
+CancelCallback = Callable[[], bool]
+
+
+@dataclass
+class InferenceConfig:
+    """Parameters of a run; defaults are the reference's (thr 0.99 is the paper's best setting)."""
+
+    thr: float = 0.99  # stop when the inter-round DSC reaches this
+    max_iter: int = 10  # fine rounds at most
+    prob_threshold: float = 0.5
+    margin: int = 20
+    postprocess: bool = True
+    views: tuple[str, ...] = ("X", "Y", "Z")
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    batch_size: int | None = None  # None: adapt to free memory
+    crop_bucket: int = 16  # fine crops grow (with image context) to multiples of this to batch; 1 = exact boxes
+    memory_budget_gb: float | None = None  # activation budget for adaptive batching
+    oracle_mask: np.ndarray | None = field(default=None, repr=False)  # evaluation only: crop by ground truth
+
+    def validate(self) -> None:
+        if not 0.0 < self.thr <= 1.0:
+            raise InputImageError(f"Convergence threshold thr={self.thr} must be in (0, 1].")
+        if self.max_iter < 0:
+            raise InputImageError(f"max_iter={self.max_iter} must be >= 0.")
+        if not 0.0 < self.prob_threshold < 1.0:
+            raise InputImageError(f"Probability threshold {self.prob_threshold} must be in (0, 1).")
+        if self.margin < 0:
+            raise InputImageError(f"Margin {self.margin} must be >= 0.")
+        bad = [v for v in self.views if v not in VIEW_AXES]
+        if bad or not self.views:
+            raise InputImageError(f"Views {self.views} invalid: choose a non-empty subset of X, Y, Z.")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise InputImageError(f"Precision '{self.precision}' invalid: use auto, fp32, bf16 or fp16.")
+        if self.crop_bucket < 1:
+            raise InputImageError("crop_bucket must be >= 1.")
+
+
+@dataclass
+class SaliencyMaps:
+    """The saliency weight channels of one view in one fine round, over the box the fine stage saw.
+
+    ``channels[c]`` at slice j (along the view's axis) is the weight that multiplied slice j-1+c of the
+    triplet centred on slice j. Canonical layout; ``offset`` places the box in the canonical volume. Voxels of the
+    box outside every crop are 0."""
+
+    view: str
+    channels: np.ndarray  # (3, a, b, c) float32
+    offset: tuple[int, int, int]
+
+
+@dataclass
+class RoundResult:
+    index: int  # 0 = coarse
+    stage: str  # "coarse" | "fine"
+    probability: np.ndarray  # fused probability, canonical float32; never modified afterwards
+    mask: np.ndarray  # binary mask (post-processed in fine rounds), canonical bool
+    saliency: dict[str, SaliencyMaps]
+    crop_boxes: dict[str, np.ndarray]  # view -> (n, 5) slice, a0, a1, b0, b1 in that view's (slice, a, b) axes
+    dsc_to_previous: float | None
+    seconds: dict[str, float]
+    device: str
+    converged: bool = False
+    stop_reason: str | None = None  # "converged" | "max_iter" | "empty" when this is the last round
+
+    @property
+    def voxel_count(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' takes CUDA when torch sees a GPU, else the CPU; an explicit 'cuda' without one is an error."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputImageError(
+            "CUDA was requested but this torch build sees no GPU "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}). Use --device cpu, or install "
+            "a CUDA build of torch."
+        )
+    return torch.device(name)
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{device.index or 0} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+class RSTNEngine:
+    """Runs the per-view RSTN models of one organ over a canonical HU volume."""
+
+    def __init__(
+        self,
+        models: dict[str, RSTN],
+        config: InferenceConfig | None = None,
+        device: str | torch.device = "auto",
+        window: HUWindow = DEFAULT_WINDOW,
+    ) -> None:
+        self.config = config or InferenceConfig()
+        self.config.validate()
+        missing = [v for v in self.config.views if v not in models]
+        if missing:
+            raise ModelPackageError(
+                f"The model has no weights for view(s) {', '.join(missing)} (it has {', '.join(sorted(models))}). "
+                "Choose views the model has, or install a complete model."
+            )
+        self.device = resolve_device(device)
+        self.window = window
+        self.models = {v: models[v].to(self.device).eval() for v in self.config.views}
+        self.dtype = self._compute_dtype()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            for m in self.models.values():
+                m.to(memory_format=torch.channels_last)
+
+    # ----------------------------------------------------------------- set-up helpers
+    def _compute_dtype(self) -> torch.dtype:
+        p = self.config.precision
+        if p == "fp32" or (p == "auto" and self.device.type != "cuda"):
+            return torch.float32
+        if p == "fp16":
+            return torch.float16
+        if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def _batch_size(self, model: torch.nn.Module, pixels: int) -> int:
+        """Triplets per batch so that activations fit the memory budget."""
+        if self.config.batch_size:
+            return int(self.config.batch_size)
+        per_pixel = getattr(model.coarse_model, "activation_bytes_per_pixel", 2600)
+        if self.dtype != torch.float32:
+            per_pixel //= 2
+        if self.config.memory_budget_gb:
+            budget = self.config.memory_budget_gb * 2**30
+        elif self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            budget = min(0.5 * free, 6 * 2**30)  # keeps the peak near 8 GB on large GPUs
+        else:
+            budget = 1.5 * 2**30
+        return int(max(1, min(256, budget // max(1, per_pixel * pixels))))
+
+    # ----------------------------------------------------------------- main loop
+    def run(
+        self,
+        volume_hu: np.ndarray,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCallback | None = None,
+    ) -> Iterator[RoundResult]:
+        """Segment a canonical (rows, cols, slices) HU volume, yielding the coarse round and every fine round."""
+        cfg = self.config
+        if volume_hu.ndim != 3 or min(volume_hu.shape) < 1:
+            raise InputImageError(f"Expected a 3-D volume, got shape {volume_hu.shape}.")
+        self._cancel = cancel or (lambda: False)
+        self._progress = progress or (lambda fraction, stage: None)
+        if volume_hu.dtype not in (np.int16, np.float32):
+            volume_hu = volume_hu.astype(np.float32)
+        volume = torch.from_numpy(np.ascontiguousarray(volume_hu)).to(self.device)
+        shape = volume.shape
+        coarse_units = sum(shape[VIEW_AXES[v]] * math.prod(shape) / shape[VIEW_AXES[v]] for v in cfg.views)
+        self._work = {"done": 0.0, "total": coarse_units * (1 + 0.25 * cfg.max_iter)}
+        device_name = device_description(self.device)
+
+        # Round 0: coarse
+        seconds: dict[str, float] = {}
+        acc = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        for view in cfg.views:
+            t0 = time.perf_counter()
+            self._coarse_view(volume, view, acc)
+            seconds[f"coarse {view}"] = self._elapsed(t0)
+        t0 = time.perf_counter()
+        prob = acc.div_(len(cfg.views))
+        mask = prob >= cfg.prob_threshold
+        seconds["fusion"] = self._elapsed(t0)
+        empty = not bool(mask.any())
+        stop = "empty" if empty else ("max_iter" if cfg.max_iter == 0 else None)
+        self._report("coarse", done=stop is not None)
+        yield self._result(0, "coarse", prob, mask, {}, {}, None, seconds, device_name, False, stop)
+        if stop:
+            return
+
+        oracle = None
+        if cfg.oracle_mask is not None:
+            oracle = torch.from_numpy(np.ascontiguousarray(cfg.oracle_mask, dtype=bool)).to(self.device)
+        fine_units_seen = False
+        for r in range(1, cfg.max_iter + 1):
+            seconds = {}
+            acc = torch.zeros(shape, dtype=torch.float32, device=self.device)
+            saliency: dict[str, SaliencyMaps] = {}
+            boxes_out: dict[str, np.ndarray] = {}
+            crop_source = oracle if oracle is not None else mask
+            if not fine_units_seen:
+                # Replace the guess of the fine rounds' cost by their real cost once it is known.
+                units = self._fine_units(crop_source)
+                self._work["total"] = self._work["done"] + units * (cfg.max_iter - r + 1)
+                fine_units_seen = True
+            for view in cfg.views:
+                t0 = time.perf_counter()
+                boxes, maps = self._fine_view(volume, prob, crop_source, view, acc)
+                boxes_out[view] = boxes
+                if maps is not None:
+                    saliency[view] = maps
+                seconds[f"fine {view}"] = self._elapsed(t0)
+            t0 = time.perf_counter()
+            new_prob = acc.div_(len(cfg.views))
+            new_mask = new_prob >= cfg.prob_threshold
+            seconds["fusion"] = self._elapsed(t0)
+            if cfg.postprocess:
+                t0 = time.perf_counter()
+                kept = keep_large_components(new_mask.cpu().numpy())
+                new_mask = torch.from_numpy(kept).to(self.device)
+                seconds["postprocess"] = self._elapsed(t0)
+            dsc = dice(mask, new_mask, empty=1.0)
+            converged = dsc >= cfg.thr
+            empty = not bool(new_mask.any())
+            stop = "converged" if converged else "empty" if empty else "max_iter" if r == cfg.max_iter else None
+            self._report(f"fine round {r}", done=stop is not None)
+            prob, mask = new_prob, new_mask
+            yield self._result(r, "fine", prob, mask, saliency, boxes_out, dsc, seconds, device_name, converged, stop)
+            if stop:
+                return
+
+    # ----------------------------------------------------------------- stages
+    def _coarse_view(self, volume: torch.Tensor, view: str, acc: torch.Tensor) -> None:
+        axis = VIEW_AXES[view]
+        model = self.models[view]
+        vol_v = volume.movedim(axis, 0)
+        acc_v = acc.movedim(axis, 0)
+        length = vol_v.shape[0]
+        weight = _slice_weights(length, self.device)
+        pixels = vol_v.shape[1] * vol_v.shape[2]
+        batch = self._batch_size(model, pixels)
+        start = 0
+        while start < length:
+            self._check_cancel()
+            centres = torch.arange(start, min(start + batch, length), device=self.device)
+            try:
+                with torch.inference_mode(), self._autocast():
+                    x = self.window.apply(vol_v[_triplet_indices(centres, length)])
+                    if self.device.type == "cuda":
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    p = torch.sigmoid(model.coarse(x).float())
+            except torch.OutOfMemoryError:
+                batch = self._shrink_batch(batch)
+                continue
+            _accumulate(acc_v, centres, p, weight, length, rows=None, cols=None)
+            start += len(centres)
+            self._advance(len(centres) * pixels, f"coarse {view}")
+
+    def _fine_view(
+        self, volume: torch.Tensor, prob: torch.Tensor, crop_source: torch.Tensor, view: str, acc: torch.Tensor
+    ) -> tuple[np.ndarray, SaliencyMaps | None]:
+        cfg = self.config
+        axis = VIEW_AXES[view]
+        model = self.models[view]
+        vol_v, prob_v, acc_v = (t.movedim(axis, 0) for t in (volume, prob, acc))
+        length, height, width = vol_v.shape
+        boxes = triplet_boxes(crop_source.movedim(axis, 0), cfg.margin)
+        if len(boxes) == 0:
+            return boxes.as_array(), None
+        weight = _slice_weights(length, self.device)
+        start_a, start_b, size_a, size_b = bucket_boxes(boxes, cfg.crop_bucket, height, width)
+        # Saliency maps of this view, over the union of the crop boxes.
+        lo = np.array([boxes.centres.min(), boxes.a0.min(), boxes.b0.min()])
+        hi = np.array([boxes.centres.max() + 1, boxes.a1.max(), boxes.b1.max()])
+        sal_box = torch.zeros((3, *(hi - lo)), dtype=torch.float32, device=self.device)
+        radius = model.saliency_radius
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, key in enumerate(zip(size_a.tolist(), size_b.tolist())):
+            groups.setdefault(key, []).append(i)
+        as_t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in {
+            "c": boxes.centres, "a0": boxes.a0, "a1": boxes.a1, "b0": boxes.b0, "b1": boxes.b1,
+            "sa": start_a, "sb": start_b}.items()}
+        for (h, w), members in sorted(groups.items()):
+            batch = self._batch_size(model, h * w)
+            members_t = torch.tensor(members, device=self.device)
+            pos = 0
+            while pos < len(members):
+                self._check_cancel()
+                sel = members_t[pos : pos + batch]
+                try:
+                    self._fine_batch(model, vol_v, prob_v, acc_v, sal_box, lo, as_t, sel, h, w, radius, weight, length)
+                except torch.OutOfMemoryError:
+                    batch = self._shrink_batch(batch)
+                    continue
+                pos += len(sel)
+                self._advance(len(sel) * h * w, f"fine {view}")
+        channels = sal_box.movedim(1, 1 + axis).cpu().numpy()
+        offset = [0, 0, 0]
+        other = [a for a in range(3) if a != axis]
+        offset[axis], offset[other[0]], offset[other[1]] = (int(x) for x in lo)
+        return boxes.as_array(), SaliencyMaps(view, channels, tuple(offset))  # type: ignore[arg-type]
+
+    def _fine_batch(self, model, vol_v, prob_v, acc_v, sal_box, lo, t, sel, h, w, radius, weight, length) -> None:
+        height, width = vol_v.shape[1:]
+        centres = t["c"][sel]
+        slices = _triplet_indices(centres, length)  # (B, 3)
+        rows = t["sa"][sel, None] + torch.arange(h, device=self.device)  # (B, h)
+        cols = t["sb"][sel, None] + torch.arange(w, device=self.device)  # (B, w)
+        # Saliency needs the previous probability `radius` pixels around the crop, zero outside the slice
+        # (the convolutions' zero padding on the full slice), to equal the full-slice result inside the crop.
+        rows_ext = t["sa"][sel, None] - radius + torch.arange(h + 2 * radius, device=self.device)
+        cols_ext = t["sb"][sel, None] - radius + torch.arange(w + 2 * radius, device=self.device)
+        valid = ((rows_ext >= 0) & (rows_ext < height))[:, None, :, None] & ((cols_ext >= 0) & (cols_ext < width))[:, None, None, :]
+        with torch.inference_mode():
+            p_ext = prob_v[slices[:, :, None, None], rows_ext.clamp(0, height - 1)[:, None, :, None],
+                           cols_ext.clamp(0, width - 1)[:, None, None, :]] * valid
+            if model.saliency2 is None:
+                sal = model.saliency1(p_ext)
+            else:
+                sal = model.saliency2(model.relu_saliency1(model.saliency1(p_ext)) * valid)
+            sal = sal[:, :, radius : radius + h, radius : radius + w]
+            image = self.window.apply(vol_v[slices[:, :, None, None], rows[:, None, :, None], cols[:, None, None, :]])
+            with self._autocast():
+                x = image * sal
+                if self.device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                p = torch.sigmoid(model.fine(x).float())
+            # Outside its own box a triplet predicts nothing (the reference pastes into -9999999 logits).
+            inside = (((rows >= t["a0"][sel, None]) & (rows < t["a1"][sel, None]))[:, None, :, None]
+                      & ((cols >= t["b0"][sel, None]) & (cols < t["b1"][sel, None]))[:, None, None, :])
+            p = p * inside
+            _accumulate(acc_v, centres, p, weight, length, rows=rows, cols=cols)
+            sal_box.index_put_(
+                (torch.arange(3, device=self.device)[None, :, None, None], (centres - lo[0])[:, None, None, None],
+                 (rows - int(lo[1]))[:, None, :, None].clamp(0, sal_box.shape[2] - 1),
+                 (cols - int(lo[2]))[:, None, None, :].clamp(0, sal_box.shape[3] - 1)),
+                sal * inside,
+                accumulate=True,
+            )
+
+    # ----------------------------------------------------------------- bookkeeping
+    def _fine_units(self, crop_source: torch.Tensor) -> float:
+        units = 0.0
+        for view in self.config.views:
+            boxes = triplet_boxes(crop_source.movedim(VIEW_AXES[view], 0), self.config.margin)
+            units += float(((boxes.a1 - boxes.a0) * (boxes.b1 - boxes.b0)).sum())
+        return max(units, 1.0)
+
+    def _shrink_batch(self, batch: int) -> int:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if batch <= 1:
+            raise DeviceOutOfMemoryError(
+                f"Out of memory on {self.device} even with one triplet per batch. Run on the CPU (--device cpu / "
+                "Device: CPU), use fewer views, or crop the volume around the abdomen."
+            )
+        log.warning("out of memory with batch %d: retrying with %d", batch, batch // 2)
+        return batch // 2
+
+    def _check_cancel(self) -> None:
+        if self._cancel():
+            raise RunCancelled()
+
+    def _advance(self, units: float, stage: str) -> None:
+        self._work["done"] += units
+        self._progress(min(0.99, self._work["done"] / self._work["total"]), stage)
+
+    def _report(self, stage: str, done: bool) -> None:
+        if done:
+            self._progress(1.0, "done")
+        else:
+            self._progress(min(0.99, self._work["done"] / self._work["total"]), stage)
+
+    def _elapsed(self, t0: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
+    @staticmethod
+    def _result(index, stage, prob, mask, saliency, boxes, dsc, seconds, device_name, converged, stop) -> RoundResult:
+        return RoundResult(
+            index=index,
+            stage=stage,
+            probability=prob.cpu().numpy(),
+            mask=mask.cpu().numpy(),
+            saliency=saliency,
+            crop_boxes=boxes,
+            dsc_to_previous=dsc,
+            seconds=seconds,
+            device=device_name,
+            converged=converged,
+            stop_reason=stop,
+        )
+
+
+def _triplet_indices(centres: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, 3) slice indices [j-1, j, j+1] with the ends replicated, as the reference builds triplets."""
+    offsets = torch.tensor([-1, 0, 1], device=centres.device)
+    return (centres[:, None] + offsets).clamp(0, length - 1)
+
+
+def _slice_weights(length: int, device: torch.device) -> torch.Tensor:
+    """1 / (number of triplet channels that predict each slice): 1/3 inside, 1/2 at the ends (reference)."""
+    counts = torch.full((length,), 3.0, device=device)
+    counts[0] -= 1
+    counts[-1] -= 1
+    if length == 1:
+        counts[0] = 1.0
+    return 1.0 / counts
+
+
+def _accumulate(acc_v, centres, p, weight, length, rows, cols) -> None:
+    """Add each triplet's three channel probabilities to the slices j-1, j, j+1 they predict, scaled by the
+    per-slice averaging weight. Channels that would fall outside the volume are dropped (reference)."""
+    target = centres[:, None] + torch.tensor([-1, 0, 1], device=centres.device)  # (B, 3)
+    valid = (target >= 0) & (target < length)
+    target = target.clamp(0, length - 1)
+    scale = (weight[target] * valid)[:, :, None, None]
+    if rows is None:
+        acc_v.index_put_((target.reshape(-1),), (p * scale).reshape(-1, *p.shape[2:]), accumulate=True)
+    else:
+        acc_v.index_put_((target[:, :, None, None], rows[:, None, :, None], cols[:, None, None, :]), p * scale,
+                         accumulate=True)

@@ -1,0 +1,49 @@
+"""Training losses on probability maps (after the sigmoid), per sample, flattened over the 3 slice channels.
+
+The soft DSC loss is the reference's; the Jaccard (IoU) loss is the one of Cai et al. (seed papers 003/004).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .errors import RSTNError
+
+EPS = 1e-6
+
+
+def soft_dsc_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``1 - (2 sum(p*y) + eps) / (sum(p) + sum(y) + eps)`` per sample, averaged over the batch."""
+    p = prob.flatten(1).float()
+    y = target.flatten(1).float()
+    inter = (p * y).sum(1)
+    return (1.0 - (2.0 * inter + EPS) / (p.sum(1) + y.sum(1) + EPS)).mean()
+
+
+def jaccard_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Jaccard loss ``1 - (sum(p*y) + eps) / (sum(p) + sum(y) - sum(p*y) + eps)`` per sample."""
+    p = prob.flatten(1).float()
+    y = target.flatten(1).float()
+    inter = (p * y).sum(1)
+    return (1.0 - (inter + EPS) / (p.sum(1) + y.sum(1) - inter + EPS)).mean()
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"dsc": soft_dsc_loss, "jaccard": jaccard_loss}
+
+
+def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if name not in LOSSES:
+        raise RSTNError(f"Unknown loss '{name}'. Choose one of: {', '.join(LOSSES)}.")
+    return LOSSES[name]
+
+
+def joint_weights(T: int) -> tuple[float, list[float]]:
+    """The paper's lambda weights for T unrolled fine iterations: 2*l0 = l1 = ... = lT = 2/(2T+1).
+
+    T = 1 gives the reference's 1/3 coarse + 2/3 fine."""
+    if T < 1:
+        raise RSTNError(f"T must be at least 1 (got {T}); the paper uses T = 1..5.")
+    w = 2.0 / (2 * T + 1)
+    return w / 2.0, [w] * T

@@ -1,0 +1,245 @@
+"""Where models live and how users add them: a per-user models folder plus the bundled demo model.
+
+Pure Python (no Slicer): the Slicer model manager and the CLI share it. A model is a folder with
+``model.json`` and one safetensors file per view (see ``model_package``). Installing copies into the user
+folder and never overwrites an installed model unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelPackageError, OutputExistsError
+
+MODELS_ENV = "PANCREAS_RSTN_MODELS"
+SYNTHETIC_WARNING = "Synthetic demo model: trained on phantoms, not for clinical use."
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def user_models_dir(create: bool = True) -> Path:
+    """The per-user models folder: $PANCREAS_RSTN_MODELS, else the platform's per-user data folder."""
+    env = os.environ.get(MODELS_ENV)
+    if env:
+        root = Path(env).expanduser()
+    elif sys.platform.startswith("win"):
+        root = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "PancreasRSTN" / "models"
+    elif sys.platform == "darwin":
+        root = Path.home() / "Library" / "Application Support" / "PancreasRSTN" / "models"
+    else:
+        root = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "PancreasRSTN" / "models"
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def bundled_models_dirs() -> list[Path]:
+    """Folders holding models shipped with the code: the repository's Resources/Models (development, pip
+    editable installs) and the module's Resources/Models (built Slicer extension)."""
+    candidates = [_REPO_ROOT / "Resources" / "Models", Path(__file__).resolve().parents[1] / "Resources" / "Models"]
+    seen: list[Path] = []
+    for c in candidates:
+        if c.is_dir() and c not in seen:
+            seen.append(c)
+    return seen
+
+
+@dataclass
+class ModelInfo:
+    """What the model manager lists about one installed model (read from model.json, weights not loaded)."""
+
+    path: Path
+    name: str
+    organ: str
+    backbone: str
+    views: list[str]
+    provenance: str
+    source: str  # "user" | "bundled"
+    synthetic: bool = False
+    metadata: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def warning(self) -> str:
+        return SYNTHETIC_WARNING if self.synthetic else ""
+
+    @property
+    def label(self) -> str:
+        """One line for combo boxes."""
+        extra = " [synthetic demo, not for clinical use]" if self.synthetic else ""
+        return f"{self.name} ({self.backbone}, {'/'.join(self.views)}){extra}"
+
+
+def _is_synthetic(meta: dict) -> bool:
+    training = meta.get("training") or {}
+    if meta.get("synthetic") is True or training.get("synthetic") is True:
+        return True
+    text = " ".join(str(v) for v in (meta.get("name", ""), meta.get("warning", ""), meta.get("description", ""),
+                                      training.get("dataset", ""), meta.get("provenance", ""))).lower()
+    return any(word in text for word in ("synthetic", "phantom", "demo"))
+
+
+def read_model_info(folder: str | Path, source: str = "user") -> ModelInfo:
+    """Describe a model folder from its model.json; raises ModelPackageError when it is not one."""
+    folder = Path(folder)
+    meta_path = folder / "model.json"
+    if not meta_path.is_file():
+        raise ModelPackageError(f"{folder} is not a model folder: model.json is missing.")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelPackageError(f"{meta_path} cannot be read as JSON ({exc}). Reinstall the model.") from exc
+    organ = meta.get("organ") or {}
+    organ_name = organ.get("name") if isinstance(organ, dict) else str(organ)
+    rstn = meta.get("rstn") or meta.get("rstn_config") or {}
+    training = meta.get("training") or {}
+    provenance = meta.get("provenance") or training.get("source") or training.get("dataset") or ""
+    return ModelInfo(
+        path=folder,
+        name=str(meta.get("name") or folder.name),
+        organ=str(organ_name or "unknown"),
+        backbone=str(rstn.get("backbone", "fcn8s")),
+        views=[str(v) for v in meta.get("views", [])],
+        provenance=str(provenance),
+        source=source,
+        synthetic=_is_synthetic(meta),
+        metadata=meta,
+    )
+
+
+def list_models(user_root: str | Path | None = None, include_bundled: bool = True) -> list[ModelInfo]:
+    """Every model in the user folder, then the bundled ones; unreadable folders are skipped."""
+    roots: list[tuple[Path, str]] = [(Path(user_root) if user_root else user_models_dir(), "user")]
+    if include_bundled:
+        roots += [(r, "bundled") for r in bundled_models_dirs()]
+    found: list[ModelInfo] = []
+    for root, source in roots:
+        if not root.is_dir():
+            continue
+        candidates = [root] if (root / "model.json").is_file() else sorted(p for p in root.iterdir() if p.is_dir())
+        for folder in candidates:
+            try:
+                found.append(read_model_info(folder, source))
+            except ModelPackageError:
+                continue
+    return found
+
+
+def models_by_organ(models: list[ModelInfo]) -> dict[str, list[ModelInfo]]:
+    """Group models by organ; user models come before bundled ones, real before synthetic."""
+    groups: dict[str, list[ModelInfo]] = {}
+    for m in sorted(models, key=lambda m: (m.synthetic, m.source != "user", m.name)):
+        groups.setdefault(m.organ, []).append(m)
+    return groups
+
+
+def find_model(organ: str, models: list[ModelInfo]) -> ModelInfo:
+    """The preferred model for an organ, or a ModelPackageError saying what is installed and how to add one."""
+    groups = models_by_organ(models)
+    if organ in groups:
+        return groups[organ][0]
+    installed = ", ".join(sorted(groups)) or "none"
+    raise ModelPackageError(
+        f"No model is installed for organ '{organ}' (models installed for: {installed}). Install one in the "
+        f"model manager (Install folder/zip, or Import reference .pkl), or train one."
+    )
+
+
+def _find_model_root(folder: Path) -> Path:
+    if (folder / "model.json").is_file():
+        return folder
+    subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(("__MACOSX", "."))]
+    if len(subdirs) == 1 and (subdirs[0] / "model.json").is_file():
+        return subdirs[0]
+    raise ModelPackageError(f"No model.json found in {folder} (nor in a single sub-folder). Is this a PancreasRSTN model?")
+
+
+def _safe_extract(archive: zipfile.ZipFile, target: Path) -> None:
+    """Extract, refusing members that would land outside ``target`` (zip-slip)."""
+    target = target.resolve()
+    for member in archive.namelist():
+        dest = (target / member).resolve()
+        if target != dest and target not in dest.parents:
+            raise ModelPackageError(f"The zip holds an unsafe path '{member}'; refusing to extract it.")
+    archive.extractall(target)
+
+
+def _folder_name(info: ModelInfo) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in info.name).strip("._")
+    return keep or "model"
+
+
+def install_model(source: str | Path, user_root: str | Path | None = None, overwrite: bool = False,
+                  verify: bool = True) -> ModelInfo:
+    """Install a model folder or a .zip of one into the user folder; returns the installed model.
+
+    The copy is verified (sha256 of every weight file) before it replaces anything; an existing model of the
+    same name is kept unless ``overwrite``."""
+    source = Path(source)
+    root = Path(user_root) if user_root else user_models_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    if not source.exists():
+        raise ModelPackageError(f"Model source not found: {source}.")
+    with tempfile.TemporaryDirectory(dir=root, prefix=".installing-") as tmp:
+        tmp_path = Path(tmp)
+        if source.is_file():
+            if not zipfile.is_zipfile(source):
+                raise ModelPackageError(f"{source} is neither a model folder nor a .zip file.")
+            with zipfile.ZipFile(source) as archive:
+                _safe_extract(archive, tmp_path / "unzipped")
+            model_root = _find_model_root(tmp_path / "unzipped")
+        else:
+            model_root = _find_model_root(source)
+        info = read_model_info(model_root)
+        staged = tmp_path / "staged"
+        shutil.copytree(model_root, staged)
+        if verify:
+            verify_model(staged)
+        dest = root / _folder_name(info)
+        if dest.exists():
+            if not overwrite:
+                raise OutputExistsError(
+                    f"A model named '{info.name}' is already installed at {dest}. Remove it first or choose to overwrite."
+                )
+            shutil.rmtree(dest)
+        shutil.move(str(staged), dest)
+    return read_model_info(dest, "user")
+
+
+def verify_model(folder: str | Path) -> None:
+    """Check the weight files' sha256 against model.json (raises ModelPackageError on a mismatch)."""
+    from .model_package import verify_model_package
+
+    verify_model_package(Path(folder))
+
+
+def verify_all(models: list[ModelInfo]) -> dict[Path, str]:
+    """Verify every model; maps its folder to "OK" or the error message (for the model manager)."""
+    report: dict[Path, str] = {}
+    for m in models:
+        try:
+            verify_model(m.path)
+            report[m.path] = "OK"
+        except ModelPackageError as exc:
+            report[m.path] = str(exc)
+    return report
+
+
+def import_reference(x_pkl: str | Path, y_pkl: str | Path, z_pkl: str | Path, organ: str = "pancreas",
+                     user_root: str | Path | None = None, name: str | None = None, overwrite: bool = False) -> ModelInfo:
+    """Convert the reference X/Y/Z .pkl checkpoints into a model folder in the user folder."""
+    from .model_package import import_reference_checkpoints
+
+    root = Path(user_root) if user_root else user_models_dir()
+    dest = root / (name or f"reference-{organ}")
+    if dest.exists() and not overwrite:
+        raise OutputExistsError(f"{dest} exists already. Remove it first or choose to overwrite.")
+    if dest.exists():
+        shutil.rmtree(dest)
+    import_reference_checkpoints(Path(x_pkl), Path(y_pkl), Path(z_pkl), dest, organ)
+    return read_model_info(dest, "user")
