@@ -58,7 +58,7 @@ def triplet_boxes(mask_view: torch.Tensor, margin: int | tuple[int, int, int, in
     t_b0 = (b0[neighbours].min(dim=1).values - left).clamp(min=0)
     t_b1 = (b1[neighbours].max(dim=1).values + right).clamp(max=width)
     keep = torch.nonzero(t_present).flatten()
-    cpu = [t.index_select(0, keep).cpu().numpy() for t in (keep, t_a0, t_a1, t_b0, t_b1)]
+    cpu = [keep.cpu().numpy()] + [t.index_select(0, keep).cpu().numpy() for t in (t_a0, t_a1, t_b0, t_b1)]
     return TripletBoxes(*cpu)
 
 

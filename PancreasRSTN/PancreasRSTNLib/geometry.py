@@ -112,8 +112,9 @@ def canonical_to_array(canonical: np.ndarray, geometry: CanonicalGeometry) -> np
 def to_canonical(image: sitk.Image) -> tuple[np.ndarray, CanonicalGeometry]:
     """Image -> (contiguous canonical array, geometry for the way back)."""
     geometry = geometry_of(image)
+    # Always a copy: a view would dangle once SimpleITK frees the image.
     array = sitk.GetArrayViewFromImage(image)
-    return np.ascontiguousarray(array_to_canonical(array, geometry)), geometry
+    return np.array(array_to_canonical(array, geometry), order="C", copy=True), geometry
 
 
 def from_canonical(canonical: np.ndarray, geometry: CanonicalGeometry) -> sitk.Image:

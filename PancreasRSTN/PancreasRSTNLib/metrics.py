@@ -59,8 +59,8 @@ def hausdorff95(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = 
     def surface_and_distance(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         img = sitk.GetImageFromArray(mask.astype(np.uint8))
         img.SetSpacing(tuple(float(s) for s in spacing[::-1]))
-        contour = sitk.GetArrayViewFromImage(sitk.BinaryContour(img, fullyConnected=False)).astype(bool)
-        dist = sitk.GetArrayViewFromImage(
+        contour = sitk.GetArrayFromImage(sitk.BinaryContour(img, fullyConnected=False)).astype(bool)
+        dist = sitk.GetArrayFromImage(
             sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
         )
         return contour, np.abs(dist)

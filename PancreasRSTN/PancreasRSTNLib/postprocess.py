@@ -13,8 +13,8 @@ def keep_large_components(mask: np.ndarray, ratio: float = 0.5) -> np.ndarray:
     count = int(np.count_nonzero(mask))
     if count == 0 or count >= mask.size / 2:
         return mask
-    labels = sitk.GetArrayViewFromImage(
-        sitk.ConnectedComponent(sitk.GetImageFromArray(mask.view(np.uint8)), fullyConnected=False)
+    labels = sitk.GetArrayFromImage(
+        sitk.ConnectedComponent(sitk.GetImageFromArray(mask.view(np.uint8)), False)  # 6-connected
     )
     sizes = np.bincount(labels.reshape(-1))
     sizes[0] = 0

@@ -1,0 +1,156 @@
+"""``pancreas-rstn segment INPUT -o OUTPUT --model DIR``: segment one CT, round by round."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EmptyPredictionError, RSTNError
+from ..inference import InferenceConfig
+from ..model_package import load_model_package
+from ..progress import ProgressBar
+from ..segmentation import GridRound, segment_image
+from ..volume_io import check_can_write, read_image, write_image
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("segment", help="segment an organ in a CT volume (file or DICOM folder)",
+                              description="Segment an organ in a CT with a model package; every round is reported.")
+    p.add_argument("input", help="CT volume: NIfTI, NRRD, MHA file or a DICOM series folder")
+    p.add_argument("-o", "--output", required=True, help="output label map (format from the extension, e.g. .nii.gz)")
+    p.add_argument("--model", required=True, help="model package folder (holds model.json)")
+    add_inference_arguments(p)
+    p.add_argument("--save-iterations", metavar="DIR", help="write every round's mask and saliency channels here")
+    p.add_argument("--probability", metavar="FILE", help="also write the final fused probability map")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--allow-non-ct", action="store_true", help="skip the check that intensities look like HU")
+    p.set_defaults(func=run)
+
+
+def add_inference_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs the engine."""
+    d = InferenceConfig()
+    p.add_argument("--thr", type=float, default=d.thr, help="stop when the inter-round DSC reaches this (default 0.99)")
+    p.add_argument("--max-iter", type=int, default=d.max_iter, help="maximum fine rounds (default 10)")
+    p.add_argument("--prob-threshold", type=float, default=d.prob_threshold, help="probability threshold (0.5)")
+    p.add_argument("--margin", type=int, default=d.margin, help="crop margin in pixels (20)")
+    p.add_argument("--views", default="XYZ", help="views to use, e.g. XYZ or Z (default XYZ)")
+    p.add_argument("--no-postprocess", action="store_true", help="keep all connected components")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--batch-size", type=int, default=None, help="triplets per batch (default: adapt to memory)")
+
+
+def config_from_args(args: argparse.Namespace) -> InferenceConfig:
+    return InferenceConfig(
+        thr=args.thr, max_iter=args.max_iter, prob_threshold=args.prob_threshold, margin=args.margin,
+        views=tuple(args.views.upper()), postprocess=not args.no_postprocess, precision=args.precision,
+        batch_size=args.batch_size,
+    )
+
+
+def round_summary(r: GridRound, spacing_ml: float) -> dict:
+    return {
+        "round": r.index,
+        "stage": r.stage,
+        "voxels": r.voxel_count,
+        "volume_ml": round(r.voxel_count * spacing_ml, 3),
+        "dsc_to_previous": None if r.dsc_to_previous is None else round(r.dsc_to_previous, 5),
+        "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
+    }
+
+
+def save_round(r: GridRound, directory: Path, label_value: int, overwrite: bool) -> list[Path]:
+    """Write a round's mask and (fine rounds) each view's three saliency channels as NIfTI on the input grid."""
+    written = [write_image(r.mask_image(label_value), directory / f"round_{r.index:02d}_mask.nii.gz", overwrite)]
+    for view in sorted(r.saliency):
+        for c, img in enumerate(r.saliency_images(view)):
+            written.append(write_image(img, directory / f"round_{r.index:02d}_saliency_{view}_ch{c}.nii.gz", overwrite))
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    output = check_can_write(args.output, args.overwrite)
+    if args.probability:
+        check_can_write(args.probability, args.overwrite)
+    save_dir = Path(args.save_iterations) if args.save_iterations else None
+    if save_dir and save_dir.exists() and any(save_dir.iterdir()) and not args.overwrite:
+        raise RSTNError(f"{save_dir} is not empty. Choose an empty folder for --save-iterations or pass --overwrite.")
+    config = config_from_args(args)
+    t0 = time.perf_counter()
+    image = read_image(args.input)
+    read_seconds = time.perf_counter() - t0
+    package = load_model_package(args.model, views=config.views)
+    label_value = int(package.metadata["organ"].get("label_value", 1))
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    rounds: list[dict] = []
+    last: GridRound | None = None
+    with ProgressBar(disable=args.json) as bar:
+        for r in segment_image(image, package, config, device=args.device, progress=bar.update,
+                               allow_non_ct=args.allow_non_ct):
+            rounds.append(round_summary(r, voxel_ml))
+            bar.write(format_round(rounds[-1]))
+            if save_dir:
+                save_round(r, save_dir, label_value, args.overwrite)
+            last = r
+    assert last is not None
+    if last.voxel_count == 0:
+        raise EmptyPredictionError(
+            f"The model found no {package.organ} in {args.input} (empty prediction); nothing was written. Check that "
+            "the image is an abdominal CT in HU and that the model fits it, or lower --prob-threshold."
+        )
+    t0 = time.perf_counter()
+    write_image(last.mask_image(label_value), output, args.overwrite)
+    if args.probability:
+        write_image(last.probability_image(), args.probability, args.overwrite)
+    write_seconds = time.perf_counter() - t0
+    summary = {
+        "input": str(args.input),
+        "output": str(output),
+        "model": package.metadata["name"],
+        "organ": package.organ,
+        "device": last.device,
+        "rounds": rounds,
+        "fine_rounds": last.index,
+        "stop_reason": last.stop_reason,
+        "dsc_history": [r["dsc_to_previous"] for r in rounds[1:]],
+        "volume_ml": rounds[-1]["volume_ml"],
+        "seconds": {"read": round(read_seconds, 3), "write": round(write_seconds, 3),
+                    "total": round(time.perf_counter() - started, 3)},
+    }
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        print()
+    else:
+        print_summary(summary)
+    return 0
+
+
+def format_round(s: dict) -> str:
+    dsc = "" if s["dsc_to_previous"] is None else f", DSC to previous {s['dsc_to_previous']:.4f}"
+    return f"round {s['round']} ({s['stage']}): {s['voxels']} voxels, {s['volume_ml']:.2f} ml{dsc}, {sum(s['seconds'].values()):.2f} s"
+
+
+def print_summary(summary: dict) -> None:
+    reason = {"converged": "converged", "max_iter": "reached --max-iter", "empty": "empty mask"}.get(
+        summary["stop_reason"], summary["stop_reason"])
+    print(f"{summary['organ']}: {summary['volume_ml']:.2f} ml after {summary['fine_rounds']} fine round(s) ({reason})")
+    history = ", ".join(f"{d:.4f}" for d in summary["dsc_history"]) or "none"
+    print(f"inter-round DSC: {history}")
+    stages: dict[str, float] = {"read": summary["seconds"]["read"]}
+    for r in summary["rounds"]:
+        for k, v in r["seconds"].items():
+            key = k if r["stage"] == "coarse" else f"round {r['round']} {k}"
+            stages[key] = v
+    stages["write"] = summary["seconds"]["write"]
+    print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()) + f"; total {summary['seconds']['total']:.2f} s")
+    print(f"device: {summary['device']}")
+    print(f"wrote {summary['output']}")

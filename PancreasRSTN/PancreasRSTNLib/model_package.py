@@ -1,0 +1,236 @@
+"""Model packages: a folder with ``model.json`` and one safetensors file per view, verified by sha256.
+
+Checkpoints are never unpickled: packages use safetensors, and reference ``.pkl`` files are read with
+``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import ModelPackageError, OutputExistsError
+from .geometry import CANONICAL_LAYOUT
+from .intensity import DEFAULT_WINDOW
+from .model import RSTN, RSTNConfig, check_state_dict, strip_module_prefix
+from .organs import get_organ
+
+SCHEMA_VERSION = 1
+MODEL_JSON = "model.json"
+VIEWS = ("X", "Y", "Z")
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelPackage:
+    path: Path
+    metadata: dict
+    config: RSTNConfig
+    models: dict[str, RSTN]
+
+    @property
+    def organ(self) -> str:
+        return self.metadata["organ"]["name"]
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return tuple(self.models)
+
+
+def default_metadata(name: str, organ: str, label_value: int | None = None) -> dict:
+    """The fields every model.json carries; callers add ``training`` and may override the rest."""
+    o = get_organ(organ)
+    return {
+        "name": name,
+        "organ": {"name": o.name, "snomed_code": o.snomed_code, "snomed_meaning": o.snomed_meaning,
+                  "label_value": int(label_value if label_value is not None else o.default_label)},
+        "hu_window": DEFAULT_WINDOW.to_dict(),
+        "slab_thickness": 3,
+        "margin": 20,
+        "canonical_layout": CANONICAL_LAYOUT,
+        "training": {},
+    }
+
+
+def save_model_package(directory: str | Path, models: Mapping[str, RSTN], metadata: Mapping, overwrite: bool = False) -> Path:
+    """Write ``model.json`` and ``model_<view>.safetensors`` files. Refuses to replace a package unless asked."""
+    directory = Path(directory)
+    if (directory / MODEL_JSON).exists() and not overwrite:
+        raise OutputExistsError(f"A model package already exists in {directory}. Pass overwrite=True / --overwrite to replace it.")
+    bad = [v for v in models if v not in VIEWS]
+    if bad or not models:
+        raise ModelPackageError(f"Views must be a non-empty subset of X, Y, Z (got {list(models)}).")
+    directory.mkdir(parents=True, exist_ok=True)
+    configs = {json.dumps(m.config.to_dict(), sort_keys=True) for m in models.values()}
+    if len(configs) != 1:
+        raise ModelPackageError("All views of a package must share one backbone and saliency configuration.")
+    files = {}
+    for view, model in models.items():
+        filename = f"model_{view}.safetensors"
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(directory / filename), metadata={"view": view, "format": "pt"})
+        files[view] = {"path": filename, "sha256": sha256_of(directory / filename)}
+    meta = dict(metadata)
+    meta.update({
+        "schema_version": SCHEMA_VERSION,
+        "rstn": next(iter(models.values())).config.to_dict(),
+        "views": sorted(models),
+        "files": files,
+        "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    for key, value in default_metadata(meta.get("name", directory.name), meta.get("organ", {}).get("name", "pancreas")
+                                       if isinstance(meta.get("organ"), dict) else meta.get("organ", "pancreas")).items():
+        meta.setdefault(key, value)
+    if isinstance(meta["organ"], str):
+        meta["organ"] = default_metadata(meta["name"], meta["organ"])["organ"]
+    (directory / MODEL_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def read_metadata(directory: str | Path) -> dict:
+    directory = Path(directory)
+    path = directory / MODEL_JSON
+    if not directory.is_dir():
+        raise ModelPackageError(f"Model folder not found: {directory}. Give the folder that holds model.json.")
+    if not path.is_file():
+        raise ModelPackageError(f"{directory} is not a model package: it has no model.json.")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelPackageError(f"{path} is not valid JSON ({exc}). The package is corrupt: re-install it.") from exc
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ModelPackageError(
+            f"{path} has schema version {version!r}; this PancreasRSTN reads version {SCHEMA_VERSION}. "
+            "Upgrade PancreasRSTN or re-export the model."
+        )
+    for key in ("name", "organ", "rstn", "views", "files"):
+        if key not in meta:
+            raise ModelPackageError(f"{path} lacks the required field '{key}'. The package is incomplete.")
+    return meta
+
+
+def verify_model_package(directory: str | Path, views: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Check every weight file against its sha256 in model.json; returns view -> hash."""
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    checked = {}
+    for view in views or tuple(meta["views"]):
+        entry = meta["files"].get(view)
+        if entry is None:
+            raise ModelPackageError(
+                f"The model in {directory} has no weights for view {view} (views: {', '.join(meta['views'])})."
+            )
+        path = directory / entry["path"]
+        if not path.is_file():
+            raise ModelPackageError(f"Missing weight file {path} for view {view}. Re-install the model package.")
+        actual = sha256_of(path)
+        if actual != entry["sha256"]:
+            raise ModelPackageError(
+                f"Hash mismatch for {path.name}: model.json says {entry['sha256'][:16]}..., the file has "
+                f"{actual[:16]}.... The file is corrupt or was modified: re-install the model package."
+            )
+        checked[view] = actual
+    return checked
+
+
+def load_model_package(directory: str | Path, device: str | torch.device = "cpu", views: tuple[str, ...] | None = None,
+                       verify: bool = True) -> ModelPackage:
+    """Load (and by default verify) a package's per-view RSTNs."""
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    views = tuple(views or meta["views"])
+    if verify:
+        verify_model_package(directory, views)
+    config = RSTNConfig.from_dict(meta["rstn"])
+    models = {}
+    for view in views:
+        if view not in meta["files"]:
+            raise ModelPackageError(f"The model in {directory} has no weights for view {view}.")
+        path = directory / meta["files"][view]["path"]
+        try:
+            state = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelPackageError(f"Cannot read {path}: {exc}. The file is corrupt: re-install the model.") from exc
+        model = RSTN(config)
+        check_state_dict(model, state, source=path.name)
+        model.load_state_dict(state, strict=True)
+        models[view] = model.to(device).eval()
+    return ModelPackage(directory, meta, config, models)
+
+
+def load_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a reference ``.pkl`` state_dict safely (weights_only) and strip a ``module.`` prefix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelPackageError(f"Checkpoint not found: {path}.")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds here; all mean "not a safe state_dict"
+        raise ModelPackageError(
+            f"{path} cannot be loaded as a plain state_dict with torch.load(weights_only=True): "
+            f"{str(exc).splitlines()[0]}. It is corrupt, not a PyTorch checkpoint, or holds code we refuse to unpickle."
+        ) from exc
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelPackageError(f"{path} does not hold a state_dict (a mapping of names to tensors).")
+    return strip_module_prefix(obj)
+
+
+def import_reference_checkpoints(checkpoints: Mapping[str, str | Path], out_dir: str | Path, organ: str = "pancreas",
+                                 name: str | None = None, label_value: int | None = None, overwrite: bool = False) -> Path:
+    """Convert the reference's per-view ``.pkl`` checkpoints into a verified model package."""
+    out_dir = Path(out_dir)
+    if not checkpoints:
+        raise ModelPackageError("Give at least one view's checkpoint (--x, --y, --z).")
+    models = {}
+    for view, path in sorted(checkpoints.items()):
+        state = load_reference_checkpoint(path)
+        model = RSTN()
+        check_state_dict(model, state, source=Path(path).name)
+        model.load_state_dict(state, strict=True)
+        models[view] = model
+    meta = default_metadata(name or f"rstn-reference-{organ}", organ, label_value)
+    meta["training"] = {
+        "source": "imported reference checkpoints (OrganSegRSTN_PyTorch)",
+        "checkpoints": {v: {"file": Path(p).name, "sha256": sha256_of(p)} for v, p in checkpoints.items()},
+    }
+    if overwrite and out_dir.exists() and (out_dir / MODEL_JSON).exists():
+        shutil.rmtree(out_dir)
+    return save_model_package(out_dir, models, meta, overwrite=overwrite)
+
+
+def package_summary(directory: str | Path) -> dict:
+    """What ``models info`` prints: identity, organ, backbone, views, provenance, sizes."""
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    size = sum((directory / f["path"]).stat().st_size for f in meta["files"].values() if (directory / f["path"]).exists())
+    return {
+        "path": str(directory),
+        "name": meta["name"],
+        "organ": meta["organ"],
+        "backbone": meta["rstn"].get("backbone"),
+        "saliency": meta["rstn"].get("saliency"),
+        "views": meta["views"],
+        "size_mb": round(size / 1e6, 2),
+        "warning": meta.get("warning"),
+        "training": meta.get("training", {}),
+        "schema_version": meta["schema_version"],
+    }
