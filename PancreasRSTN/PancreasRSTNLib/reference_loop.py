@@ -107,7 +107,7 @@ def reference_segment(
     for _ in range(max_iter):
         if not mask.any():
             break
-        new_score = fuse(lambda v, img_v: fine_net(v, img_v, _view_array(score, v), _view_array(mask, v)))
+        new_score = fuse(lambda v, img_v, s=score, m=mask: fine_net(v, img_v, _view_array(s, v), _view_array(m, v)))
         new_mask = keep_large_components(new_score >= prob_threshold)
         converged = dice(mask, new_mask, empty=1.0) >= thr
         score, mask = new_score, new_mask

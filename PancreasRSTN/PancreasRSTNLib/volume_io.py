@@ -65,10 +65,10 @@ def validate_ct(image: sitk.Image, allow_non_ct: bool = False) -> None:
     p01, p50, p99 = np.percentile(sample, [1, 50, 99])
     lo, hi = float(sample.min()), float(sample.max())
     problem = None
-    if hi - lo < 50:
-        problem = f"it is nearly constant (values {lo:g} to {hi:g})"
-    elif hi <= 10 and lo >= -10:
+    if hi <= 10 and lo >= -10 and hi > lo:
         problem = f"its values lie in [{lo:g}, {hi:g}], which looks normalised, not Hounsfield units"
+    elif hi - lo < 50:
+        problem = f"it is nearly constant (values {lo:g} to {hi:g})"
     elif p01 >= 0:
         problem = (
             f"it has no values below 0 (1st percentile {p01:g}); CT shows air and fat below 0 HU. It may be an MR "
