@@ -42,13 +42,7 @@ def count_gflops(module: nn.Module, height: int = 512, width: int = 512) -> floa
 
     def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal total
-        if isinstance(mod, nn.ConvTranspose2d):
-            # every input pixel is scattered through the whole kernel
-            n_in = inputs[0].shape[-2] * inputs[0].shape[-1]
-            total += 2 * n_in * mod.in_channels * mod.out_channels * mod.kernel_size[0] * mod.kernel_size[1]
-        else:
-            k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
-            total += 2 * output.numel() // output.shape[0] * k
+        total += _conv_flops(mod, inputs[0], output)
 
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     was_training = module.training
@@ -61,6 +55,33 @@ def count_gflops(module: nn.Module, height: int = 512, width: int = 512) -> floa
             h.remove()
         module.train(was_training)
     return total / 1e9
+
+
+def backbone_gflops(name: str, height: int, width: int, **kwargs) -> float:
+    """FLOPs of a registered backbone at one slice size, computed on the meta device (no memory, no math)."""
+    with torch.device("meta"):
+        module = build_backbone(name, **kwargs)
+    total = 0
+
+    def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        total += _conv_flops(mod, inputs[0], output)
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    module.eval()
+    with torch.no_grad():
+        module(torch.empty(1, 3, height, width, device="meta"))
+    for h in handles:
+        h.remove()
+    return total / 1e9
+
+
+def _conv_flops(mod: nn.Module, inp: torch.Tensor, output: torch.Tensor) -> int:
+    if isinstance(mod, nn.ConvTranspose2d):  # every input pixel is scattered through the whole kernel
+        n_in = inp.shape[-2] * inp.shape[-1]
+        return 2 * n_in * mod.in_channels * mod.out_channels * mod.kernel_size[0] * mod.kernel_size[1]
+    k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+    return 2 * (output.numel() // output.shape[0]) * k
 
 
 register_backbone("fcn8s", FCN8s)

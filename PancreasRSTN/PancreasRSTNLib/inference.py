@@ -215,7 +215,7 @@ class RSTNEngine:
         prob = acc.div_(len(cfg.views))
         mask = prob >= cfg.prob_threshold
         seconds["fusion"] = self._elapsed(t0)
-        empty = not bool(mask.any())
+        empty = cfg.oracle_mask is None and not bool(mask.any())  # oracle crops never run dry
         stop = "empty" if empty else ("max_iter" if cfg.max_iter == 0 else None)
         self._report("coarse", done=stop is not None)
         yield self._result(0, "coarse", prob, mask, {}, {}, None, seconds, device_name, False, stop)
@@ -255,7 +255,7 @@ class RSTNEngine:
                 seconds["postprocess"] = self._elapsed(t0)
             dsc = dice(mask, new_mask, empty=1.0)
             converged = dsc >= cfg.thr
-            empty = not bool(new_mask.any())
+            empty = oracle is None and not bool(new_mask.any())  # oracle crops never run dry
             stop = "converged" if converged else "empty" if empty else "max_iter" if r == cfg.max_iter else None
             self._report(f"fine round {r}", done=stop is not None)
             prob, mask = new_prob, new_mask

@@ -57,8 +57,11 @@ def reference_segment(
     views: tuple[str, ...] = ("X", "Y", "Z"),
     window: HUWindow = DEFAULT_WINDOW,
     device: str = "cpu",
+    oracle_mask: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Masks of round 0 (coarse) and of every fine round until convergence, canonical layout."""
+    """Masks of round 0 (coarse) and of every fine round until convergence, canonical layout.
+
+    ``oracle_mask`` (evaluation and benchmarks): crop by this mask instead of the previous prediction."""
     image = window.apply(volume_hu)
     dev = torch.device(device)
     for m in models.values():
@@ -105,9 +108,10 @@ def reference_segment(
     mask = score >= prob_threshold
     masks = [mask]
     for _ in range(max_iter):
-        if not mask.any():
+        crop = mask if oracle_mask is None else oracle_mask
+        if not crop.any():
             break
-        new_score = fuse(lambda v, img_v, s=score, m=mask: fine_net(v, img_v, _view_array(s, v), _view_array(m, v)))
+        new_score = fuse(lambda v, img_v, s=score, m=crop: fine_net(v, img_v, _view_array(s, v), _view_array(m, v)))
         new_mask = keep_large_components(new_score >= prob_threshold)
         converged = dice(mask, new_mask, empty=1.0) >= thr
         score, mask = new_score, new_mask

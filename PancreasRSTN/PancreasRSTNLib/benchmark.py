@@ -1,0 +1,348 @@
+"""Side-by-side benchmark: our batched engine against the reference-style loop (batch 1, fp32, per triplet),
+in one process, on the same weights and the same volume, warmed up the same way; medians over repeats.
+
+Without ``--model`` the weights are random and the fine stage crops by the phantom's ground truth (the
+reference's oracle testing), so the crop sizes are realistic and exactly ``max_iter`` fine rounds run whatever
+the weights predict: an upper bound of the real cost. With ``--model`` the run is the real one.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbones import backbone_gflops
+from .errors import RSTNError
+from .geometry import from_canonical
+from .inference import VIEW_AXES, InferenceConfig, RSTNEngine, device_description, resolve_device
+from .metrics import dice
+from .model import RSTN, RSTNConfig
+from .model_package import load_model_package
+from .reference_loop import reference_segment
+from .segmentation import canonical_hu
+from .volume_io import read_image, write_image
+
+# Dense peak TFLOP/s by (device-name fragment, dtype): what "achieved against the peak" is measured against.
+DEVICE_PEAK_TFLOPS = {
+    ("H200", torch.bfloat16): 989.0,
+    ("H100", torch.bfloat16): 989.0,
+    ("A100", torch.bfloat16): 312.0,
+    ("H200", torch.float32): 67.0,
+    ("H100", torch.float32): 67.0,
+    ("A100", torch.float32): 19.5,
+}
+
+
+@dataclass
+class BenchmarkSettings:
+    device: str = "auto"
+    backbone: str = "fcn8s"
+    backbone_kwargs: dict = field(default_factory=dict)
+    shape: tuple[int, int, int] = (512, 512, 240)  # canonical rows, cols, slices
+    input: str | None = None
+    model: str | None = None
+    repeats: int = 3
+    thr: float = 0.99
+    max_iter: int = 10
+    precision: str = "auto"
+    reference: str = "auto"  # full | sample | off | auto (full when it is cheap, else sample)
+    reference_sample: int = 3  # triplets timed per view and stage in "sample" mode
+    scaling: tuple[int, ...] = (64, 128, 256, 512)
+    scaling_inplane: int | None = None
+    training: bool = True
+    training_size: int = 512
+    training_steps: int = 5
+    seed: int = 0
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def _host_peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_tflops(device: torch.device, dtype: torch.dtype) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for (fragment, dt), peak in DEVICE_PEAK_TFLOPS.items():
+        if fragment in name and dt == dtype:
+            return peak
+    return None
+
+
+def _volume(settings: BenchmarkSettings, log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray | None, dict, object]:
+    """The benchmark volume, read the way a user's file is read (timed), plus its ground truth if a phantom."""
+    from .geometry import to_canonical
+    from .phantom import make_phantom
+
+    timings: dict[str, float] = {}
+    truth = None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(settings.input) if settings.input else None
+        if path is None:
+            rows, cols, slices = settings.shape
+            image, labels = make_phantom(size=(cols, rows, slices), seed=settings.seed + 777)
+            truth = to_canonical(labels)[0] == 1
+            path = write_image(image, Path(tmp) / "phantom.nii.gz")
+        t0 = time.perf_counter()
+        image = read_image(path)
+        timings["read"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        hu, geometry = canonical_hu(image)
+        timings["canonicalise"] = time.perf_counter() - t0
+    log(f"volume {hu.shape} ({'phantom' if truth is not None else settings.input}), read {timings['read']:.2f} s")
+    return hu, truth, timings, geometry
+
+
+def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str]:
+    if settings.model:
+        pkg = load_model_package(settings.model)
+        return pkg.models, f"package {pkg.metadata['name']}"
+    torch.manual_seed(settings.seed)
+    config = RSTNConfig(backbone=settings.backbone, backbone_kwargs=settings.backbone_kwargs)
+    return {v: RSTN(config).eval() for v in "XYZ"}, f"random {settings.backbone} weights (seed {settings.seed})"
+
+
+def _coarse_gflop(models: dict[str, RSTN], shape: tuple[int, ...]) -> float:
+    total = 0.0
+    for view, model in models.items():
+        axis = VIEW_AXES[view]
+        h, w = (shape[a] for a in range(3) if a != axis)
+        cfg = model.config
+        total += backbone_gflops(cfg.backbone, h, w, **cfg.backbone_kwargs) * shape[axis]
+    return total
+
+
+def _run_engine(models, hu, config, device) -> tuple[list, float]:
+    _sync(device)
+    t0 = time.perf_counter()
+    rounds = list(RSTNEngine(models, config, device=device).run(hu))
+    _sync(device)
+    return rounds, time.perf_counter() - t0
+
+
+def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = print) -> dict:
+    device = resolve_device(settings.device)
+    report: dict = {"settings": asdict(settings), "device": device_description(device),
+                    "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    if settings.input and not settings.model:
+        raise RSTNError("Benchmarking a real CT needs its model (--model DIR): oracle crops need a phantom's labels.")
+    hu, truth, io_timings, geometry = _volume(settings, log)
+    models, weights = _models(settings)
+    report["weights"] = weights
+    oracle = truth if not settings.model else None
+    config = InferenceConfig(thr=settings.thr, max_iter=settings.max_iter, precision=settings.precision, oracle_mask=oracle)
+
+    # ---- our engine: warm-up on a short slab, then repeats
+    warm = InferenceConfig(thr=settings.thr, max_iter=1, precision=settings.precision,
+                           oracle_mask=None if oracle is None else oracle[:, :, :8])
+    _run_engine(models, hu[:, :, :8], warm, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    runs = []
+    for i in range(settings.repeats):
+        rounds, seconds = _run_engine(models, hu, config, device)
+        runs.append((rounds, seconds))
+        log(f"engine run {i + 1}/{settings.repeats}: {seconds:.2f} s, {len(rounds) - 1} fine rounds")
+    rounds = runs[-1][0]
+    t0 = time.perf_counter()
+    from_canonical(rounds[-1].mask.astype(np.uint8), geometry)
+    write_back = time.perf_counter() - t0
+    engine_seconds = _median([s for _, s in runs])
+    stages: dict[str, list[float]] = {}
+    for rr, _ in runs:
+        for r in rr:
+            for k, v in r.seconds.items():
+                stages.setdefault(f"round {r.index} {k}" if r.index else k, []).append(v)
+    coarse_seconds = _median([sum(r[0].seconds[f"coarse {v}"] for v in "XYZ") for r, _ in runs])
+    coarse_tflop = _coarse_gflop(models, hu.shape) / 1000
+    dtype = RSTNEngine(models, config, device=device).dtype
+    peak = _peak_tflops(device, dtype)
+    report["engine"] = {
+        "end_to_end_s": io_timings["read"] + io_timings["canonicalise"] + engine_seconds + write_back,
+        "engine_s": engine_seconds,
+        "stages_s": {"read": io_timings["read"], "canonicalise": io_timings["canonicalise"],
+                     **{k: _median(v) for k, v in stages.items()}, "write back": write_back},
+        "fine_rounds": len(rounds) - 1,
+        "stop_reason": rounds[-1].stop_reason,
+        "dsc_history": [r.dsc_to_previous for r in rounds[1:]],
+        "precision": str(dtype).replace("torch.", ""),
+        "coarse_tflop": coarse_tflop,
+        "coarse_tflops_per_s": coarse_tflop / coarse_seconds,
+        "device_peak_tflops": peak,
+        "coarse_fraction_of_peak": None if peak is None else coarse_tflop / coarse_seconds / peak,
+        "peak_gpu_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "peak_host_gb_so_far": _host_peak_gb(),
+    }
+    if truth is not None and settings.model:
+        report["engine"]["dsc_to_truth"] = dice(rounds[-1].mask, truth)
+    log(f"engine: median {engine_seconds:.2f} s; coarse {coarse_tflop / coarse_seconds:.2f} TFLOP/s")
+
+    # ---- the reference-style loop
+    report["reference"] = _reference(settings, models, hu, oracle, rounds, device, log)
+    ref = report["reference"]
+    if ref.get("seconds"):
+        report["speedup"] = ref["seconds"] / engine_seconds
+        log(f"reference-style loop: {ref['seconds']:.2f} s ({ref['mode']}); speed-up x{report['speedup']:.1f}")
+
+    # ---- scaling with volume length (coarse + one fine round)
+    report["scaling"] = _scaling(settings, models, device, log)
+    if settings.training:
+        report["training"] = _training(settings, device, log)
+    return report
+
+
+def _reference(settings, models, hu, oracle, rounds, device, log) -> dict:
+    n_triplets = sum(hu.shape[VIEW_AXES[v]] for v in "XYZ")
+    n_crops = sum(len(b) for r in rounds[1:] for b in r.crop_boxes.values())
+    mode = settings.reference
+    if mode == "auto":
+        # a full reference run costs about as many batch-1 passes as triplets + crops
+        est = (n_triplets + n_crops) * _coarse_gflop(models, (*hu.shape[:2], 1)) / 3 / 1000
+        mode = "full" if (device.type == "cuda" or est < 2.0) else "sample"
+    if mode == "off":
+        return {"mode": "off"}
+    if mode == "full":
+        _sync(device)
+        t0 = time.perf_counter()
+        masks = reference_segment(models, hu, thr=settings.thr, max_iter=settings.max_iter, device=str(device),
+                                  oracle_mask=oracle)
+        _sync(device)
+        seconds = time.perf_counter() - t0
+        return {"mode": "full", "seconds": seconds, "fine_rounds": len(masks) - 1,
+                "mask_dsc_vs_engine": dice(masks[-1], rounds[-1].mask), "peak_host_gb_so_far": _host_peak_gb()}
+    # sample: time a few batch-1 fp32 triplets per view and stage, extrapolate to the engine's work
+    from .intensity import DEFAULT_WINDOW
+
+    image = torch.from_numpy(DEFAULT_WINDOW.apply(hu))
+    k = settings.reference_sample
+    coarse_per, fine_per_pixel = [], []
+    with torch.inference_mode():
+        for view, model in models.items():
+            img_v = image.movedim(VIEW_AXES[view], 0)
+            model.to(device)
+            for j in range(1, 1 + k):
+                x = img_v[[j - 1, j, j + 1]][None].to(device)
+                _sync(device)
+                t0 = time.perf_counter()
+                torch.sigmoid(model.coarse(x)).cpu()
+                coarse_per.append((view, time.perf_counter() - t0))
+            boxes = rounds[1].crop_boxes.get(view) if len(rounds) > 1 else None
+            if boxes is not None and len(boxes):
+                for row in boxes[:: max(1, len(boxes) // k)][:k]:
+                    _, a0, a1, b0, b1 = (int(v) for v in row)
+                    x = img_v[[0, 1, 2]][None, :, a0:a1, b0:b1].to(device)
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    torch.sigmoid(model.fine(x)).cpu()
+                    fine_per_pixel.append((time.perf_counter() - t0) / ((a1 - a0) * (b1 - b0)))
+    coarse_total = sum(
+        _median([t for v, t in coarse_per if v == view]) * hu.shape[VIEW_AXES[view]] for view in models
+    )
+    crop_pixels = sum(int(((b[:, 2] - b[:, 1]) * (b[:, 4] - b[:, 3])).sum()) for r in rounds[1:] for b in r.crop_boxes.values())
+    fine_total = _median(fine_per_pixel) * crop_pixels if fine_per_pixel else 0.0
+    log(f"reference-style loop sampled: {k} triplets per view and stage, extrapolated")
+    return {"mode": f"sampled ({k} batch-1 triplets per view and stage, extrapolated to the engine's work)",
+            "seconds": coarse_total + fine_total, "coarse_s": coarse_total, "fine_s": fine_total}
+
+
+def _scaling(settings, models, device, log) -> list[dict]:
+    inplane = settings.scaling_inplane or settings.shape[0]
+    out = []
+    from .phantom import make_phantom_canonical
+
+    for length in settings.scaling:
+        hu, labels = make_phantom_canonical(size=(inplane, inplane, length), seed=settings.seed + length)
+        hu = np.ascontiguousarray(hu)
+        config = InferenceConfig(max_iter=1, thr=settings.thr, precision=settings.precision,
+                                 oracle_mask=None if settings.model else labels == 1)
+        _, seconds = _run_engine(models, hu, config, device)
+        out.append({"length": length, "inplane": inplane, "seconds": seconds, "ms_per_slice": 1000 * seconds / length})
+        log(f"scaling L={length}: {seconds:.2f} s ({1000 * seconds / length:.1f} ms per slice)")
+    return out
+
+
+def _training(settings, device, log) -> list[dict]:
+    """Joint coarse+fine training throughput (samples/s) at training_size^2, batch 1 (the reference's), both
+    backbones, through the trainer's own step."""
+    from .losses import get_loss
+    from .trainer import StepModule, TrainConfig, make_optimizer
+
+    results = []
+    size = settings.training_size
+    for backbone in ("fcn8s", "light"):
+        torch.manual_seed(0)
+        model = RSTN(RSTNConfig(backbone=backbone)).to(device).train()
+        cfg = TrainConfig(backbone=backbone)
+        step = StepModule(model, get_loss("dsc"), T=1)
+        opt = make_optimizer(model, cfg)
+        x = torch.rand(1, 3, size, size, device=device)
+        y = torch.zeros(1, 3, size, size, device=device)
+        y[:, :, size // 3 : size // 2, size // 3 : size // 2] = 1
+        margins = np.array([20, 20, 20, 20])
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+        times = []
+        n = settings.training_steps if backbone == "light" or device.type == "cuda" else max(2, settings.training_steps // 2)
+        for i in range(n + 1):
+            _sync(device)
+            t0 = time.perf_counter()
+            if amp:
+                with amp:
+                    loss = step(x, y, "J", margins)[0]
+            else:
+                loss = step(x, y, "J", margins)[0]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            _sync(device)
+            if i:  # the first step is the warm-up
+                times.append(time.perf_counter() - t0)
+        sps = 1.0 / _median(times)
+        results.append({"backbone": backbone, "size": size, "samples_per_s": sps, "steps_timed": n})
+        log(f"training {backbone} at {size}x{size}: {sps:.2f} samples/s")
+        del model, opt, step
+    return results
+
+
+def format_markdown(report: dict) -> str:
+    """The rows docs/benchmarks.md records."""
+    e = report["engine"]
+    lines = [
+        f"- device: {report['device']}; torch {report['torch']}; date {report['date']}; weights: {report['weights']}",
+        f"- volume {tuple(report['settings']['shape'])}, backbone {report['settings']['backbone']}, precision {e['precision']}, "
+        f"{e['fine_rounds']} fine rounds ({e['stop_reason']})",
+        f"- **engine end to end: {e['end_to_end_s']:.2f} s** (engine {e['engine_s']:.2f} s, median of "
+        f"{report['settings']['repeats']})",
+        "- stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in e["stages_s"].items()),
+        f"- coarse stage: {e['coarse_tflop']:.1f} TFLOP at {e['coarse_tflops_per_s']:.2f} TFLOP/s"
+        + (f" ({100 * e['coarse_fraction_of_peak']:.0f} % of peak)" if e["coarse_fraction_of_peak"] else ""),
+        f"- peak memory: host {e['peak_host_gb_so_far']:.2f} GB (process peak after the engine runs)"
+        + (f", GPU {e['peak_gpu_gb']:.2f} GB" if e["peak_gpu_gb"] is not None else ""),
+    ]
+    ref = report.get("reference", {})
+    if ref.get("seconds"):
+        agree = f", mask DSC vs engine {ref['mask_dsc_vs_engine']:.4f}" if "mask_dsc_vs_engine" in ref else ""
+        lines.append(f"- reference-style loop: {ref['seconds']:.2f} s [{ref['mode']}]{agree}; "
+                     f"**speed-up x{report['speedup']:.2f}**")
+    if report.get("scaling"):
+        lines.append("- scaling (coarse + 1 fine round): " + ", ".join(
+            f"L={s['length']}: {s['seconds']:.2f} s ({s['ms_per_slice']:.1f} ms/slice)" for s in report["scaling"]))
+    for t in report.get("training", []):
+        lines.append(f"- training {t['backbone']} {t['size']}x{t['size']}: {t['samples_per_s']:.3f} samples/s")
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""``pancreas-rstn benchmark``: our engine against the reference-style loop, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..benchmark import BenchmarkSettings, format_markdown, run_benchmark
+from ..phantom import parse_triple
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("benchmark", help="time the engine against the reference-style loop",
+                              description=__doc__)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--backbone", default="fcn8s", help="fcn8s or light (ignored with --model)")
+    p.add_argument("--widths", default=None, help="light backbone widths, e.g. 8,16,32,64")
+    p.add_argument("--shape", default="512x512x240", help="phantom shape rows x cols x slices")
+    p.add_argument("--input", default=None, help="a real CT instead of a phantom (needs --model)")
+    p.add_argument("--model", default=None, help="a trained model package (else random weights + oracle crops)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--thr", type=float, default=0.99)
+    p.add_argument("--max-iter", type=int, default=10)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--reference", default="auto", choices=["auto", "full", "sample", "off"],
+                   help="reference-style loop: full run, sampled and extrapolated, or off")
+    p.add_argument("--scaling", default="64,128,256,512", help="volume lengths for the scaling test ('' to skip)")
+    p.add_argument("--scaling-inplane", type=int, default=None, help="in-plane size of the scaling volumes")
+    p.add_argument("--no-training", action="store_true", help="skip the training-throughput measurement")
+    p.add_argument("--training-size", type=int, default=512)
+    p.add_argument("--training-steps", type=int, default=5)
+    p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = BenchmarkSettings(
+        device=args.device, backbone=args.backbone,
+        backbone_kwargs={"widths": tuple(int(w) for w in args.widths.split(","))} if args.widths else {},
+        shape=parse_triple(args.shape, int), input=args.input, model=args.model, repeats=args.repeats,
+        thr=args.thr, max_iter=args.max_iter, precision=args.precision, reference=args.reference,
+        scaling=tuple(int(s) for s in args.scaling.split(",") if s), scaling_inplane=args.scaling_inplane,
+        training=not args.no_training, training_size=args.training_size, training_steps=args.training_steps,
+    )
+    report = run_benchmark(settings)
+    print()
+    print(format_markdown(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0
