@@ -32,6 +32,21 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
     return _REGISTRY[name](**kwargs)
 
 
+def fold_batch_norms(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm that follows a convolution in a Sequential into the convolution (in place).
+
+    Same outputs (to float rounding), one pass over memory less per layer: inference only."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for seq in module.modules():
+        if isinstance(seq, nn.Sequential):
+            for i in range(len(seq) - 1):
+                if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                    seq[i] = fuse_conv_bn_eval(seq[i].eval(), seq[i + 1].eval())
+                    seq[i + 1] = nn.Identity()
+    return module
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -14,6 +14,7 @@ the previous round's probability and mask in full size.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .backbones import fold_batch_norms
 from .boxes import bucket_boxes, triplet_boxes
 from .errors import DeviceOutOfMemoryError, InputImageError, ModelPackageError, RunCancelled
 from .intensity import DEFAULT_WINDOW, HUWindow
@@ -104,6 +106,15 @@ class RoundResult:
         return int(np.count_nonzero(self.mask))
 
 
+def prepare_for_inference(model: RSTN, device: torch.device) -> RSTN:
+    """Eval mode, on the device, channels-last (2.5x faster for the light U-Net on CPU, faster convs on GPU),
+    with BatchNorm folded into convolutions. Models with BatchNorm are copied first, so the caller's model
+    (e.g. one being trained) is left as it was."""
+    if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
+        model = fold_batch_norms(copy.deepcopy(model).eval())
+    return model.to(device).eval().to(memory_format=torch.channels_last)
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' takes CUDA when torch sees a GPU, else the CPU; an explicit 'cuda' without one is an error."""
     name = str(device)
@@ -144,12 +155,10 @@ class RSTNEngine:
             )
         self.device = resolve_device(device)
         self.window = window
-        self.models = {v: models[v].to(self.device).eval() for v in self.config.views}
+        self.models = {v: prepare_for_inference(models[v], self.device) for v in self.config.views}
         self.dtype = self._compute_dtype()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-            for m in self.models.values():
-                m.to(memory_format=torch.channels_last)
 
     # ----------------------------------------------------------------- set-up helpers
     def _compute_dtype(self) -> torch.dtype:
@@ -280,8 +289,7 @@ class RSTNEngine:
             try:
                 with torch.inference_mode(), self._autocast():
                     x = self.window.apply(vol_v[_triplet_indices(centres, length)])
-                    if self.device.type == "cuda":
-                        x = x.contiguous(memory_format=torch.channels_last)
+                    x = x.contiguous(memory_format=torch.channels_last)
                     p = torch.sigmoid(model.coarse(x).float())
             except torch.OutOfMemoryError:
                 batch = self._shrink_batch(batch)
@@ -355,9 +363,7 @@ class RSTNEngine:
             sal = sal[:, :, radius : radius + h, radius : radius + w]
             image = self.window.apply(vol_v[slices[:, :, None, None], rows[:, None, :, None], cols[:, None, None, :]])
             with self._autocast():
-                x = image * sal
-                if self.device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = (image * sal).contiguous(memory_format=torch.channels_last)
                 p = torch.sigmoid(model.fine(x).float())
             # Outside its own box a triplet predicts nothing (the reference pastes into -9999999 logits).
             inside = (((rows >= t["a0"][sel, None]) & (rows < t["a1"][sel, None]))[:, None, :, None]
