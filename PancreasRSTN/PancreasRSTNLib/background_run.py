@@ -120,7 +120,7 @@ def iterate_jobs(image, jobs: list[Job], config, device: str = "auto",
                  progress: Callable[[float, str], None] | None = None,
                  cancel: Callable[[], bool] | None = None,
                  load_package: Callable | None = None,
-                 segment: Callable | None = None) -> Iterator[tuple[str, Any]]:
+                 segment: Callable | None = None, allow_non_ct: bool = False) -> Iterator[tuple[str, Any]]:
     """Segment ``image`` for every job in turn, yielding (organ, round result) as rounds finish.
 
     Progress fractions cover the whole run (organ i of n takes [i/n, (i+1)/n])."""
@@ -141,8 +141,9 @@ def iterate_jobs(image, jobs: list[Job], config, device: str = "auto",
         if cancel is not None and cancel():
             raise RunCancelled()
         organ_progress(0.0, "loading model")
-        package = load_package(job.model_dir, device=device)
-        for result in segment(image, package, config, progress=organ_progress, cancel=cancel, device=device):
+        package = load_package(job.model_dir, device="cpu")  # the engine moves it to the run device
+        for result in segment(image, package, config, progress=organ_progress, cancel=cancel, device=device,
+                              allow_non_ct=allow_non_ct):
             yield job.organ, result
         organ_progress(1.0, "done")
 

@@ -54,6 +54,7 @@ class InferenceConfig:
     batch_size: int | None = None  # None: adapt to free memory
     crop_bucket: int = 16  # fine crops grow (with image context) to multiples of this to batch; 1 = exact boxes
     memory_budget_gb: float | None = None  # activation budget for adaptive batching
+    coarse_downsample: int = 1  # >1: the coarse stage (which only localises) runs on slices pooled by this factor
     oracle_mask: np.ndarray | None = field(default=None, repr=False)  # evaluation only: crop by ground truth
 
     def validate(self) -> None:
@@ -72,6 +73,8 @@ class InferenceConfig:
             raise InputImageError(f"Precision '{self.precision}' invalid: use auto, fp32, bf16 or fp16.")
         if self.crop_bucket < 1:
             raise InputImageError("crop_bucket must be >= 1.")
+        if self.coarse_downsample not in (1, 2, 3, 4):
+            raise InputImageError(f"coarse_downsample={self.coarse_downsample} must be 1 (faithful), 2, 3 or 4.")
 
 
 @dataclass
@@ -281,7 +284,8 @@ class RSTNEngine:
         length = vol_v.shape[0]
         weight = _slice_weights(length, self.device)
         pixels = vol_v.shape[1] * vol_v.shape[2]
-        batch = self._batch_size(model, pixels)
+        factor = self.config.coarse_downsample
+        batch = self._batch_size(model, -(-pixels // factor**2))
         start = 0
         while start < length:
             self._check_cancel()
@@ -289,8 +293,14 @@ class RSTNEngine:
             try:
                 with torch.inference_mode(), self._autocast():
                     x = self.window.apply(vol_v[_triplet_indices(centres, length)])
+                    if factor > 1:
+                        x = torch.nn.functional.avg_pool2d(x, factor, ceil_mode=True)
                     x = x.contiguous(memory_format=torch.channels_last)
-                    p = torch.sigmoid(model.coarse(x).float())
+                    logits = model.coarse(x).float()
+                    if factor > 1:
+                        logits = torch.nn.functional.interpolate(logits, size=vol_v.shape[1:], mode="bilinear",
+                                                                 align_corners=False)
+                    p = torch.sigmoid(logits)
             except torch.OutOfMemoryError:
                 batch = self._shrink_batch(batch)
                 continue
@@ -390,10 +400,10 @@ class RSTNEngine:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         if batch <= 1:
-            raise DeviceOutOfMemoryError(
-                f"Out of memory on {self.device} even with one triplet per batch. Run on the CPU (--device cpu / "
-                "Device: CPU), use fewer views, or crop the volume around the abdomen."
-            )
+            fix = ("Run on the CPU (--device cpu / Device: CPU), use fewer views, or crop the volume around the abdomen."
+                   if self.device.type == "cuda" else
+                   "Close other programs, use fewer views or --coarse-downsample 2, or crop the volume around the abdomen.")
+            raise DeviceOutOfMemoryError(f"Out of memory on {self.device} even with one triplet per batch. {fix}")
         log.warning("out of memory with batch %d: retrying with %d", batch, batch // 2)
         return batch // 2
 

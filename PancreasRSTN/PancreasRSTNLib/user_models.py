@@ -77,6 +77,8 @@ class ModelInfo:
 
 def _is_synthetic(meta: dict) -> bool:
     training = meta.get("training") or {}
+    if not isinstance(training, dict):
+        training = {}
     if meta.get("synthetic") is True or training.get("synthetic") is True:
         return True
     text = " ".join(str(v) for v in (meta.get("name", ""), meta.get("warning", ""), meta.get("description", ""),
@@ -97,7 +99,7 @@ def read_model_info(folder: str | Path, source: str = "user") -> ModelInfo:
     organ = meta.get("organ") or {}
     organ_name = organ.get("name") if isinstance(organ, dict) else str(organ)
     rstn = meta.get("rstn") or meta.get("rstn_config") or {}
-    training = meta.get("training") or {}
+    training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
     provenance = meta.get("provenance") or training.get("source") or training.get("dataset") or ""
     return ModelInfo(
         path=folder,
@@ -230,16 +232,16 @@ def verify_all(models: list[ModelInfo]) -> dict[Path, str]:
     return report
 
 
-def import_reference(x_pkl: str | Path, y_pkl: str | Path, z_pkl: str | Path, organ: str = "pancreas",
+def import_reference(checkpoints: dict[str, str | Path], organ: str = "pancreas",
                      user_root: str | Path | None = None, name: str | None = None, overwrite: bool = False) -> ModelInfo:
-    """Convert the reference X/Y/Z .pkl checkpoints into a model folder in the user folder."""
+    """Convert the reference per-view .pkl checkpoints ({"X": path, ...}) into a model in the user folder."""
     from .model_package import import_reference_checkpoints
 
     root = Path(user_root) if user_root else user_models_dir()
-    dest = root / (name or f"reference-{organ}")
+    name = name or f"rstn-reference-{organ}"
+    dest = root / name
     if dest.exists() and not overwrite:
         raise OutputExistsError(f"{dest} exists already. Remove it first or choose to overwrite.")
-    if dest.exists():
-        shutil.rmtree(dest)
-    import_reference_checkpoints(Path(x_pkl), Path(y_pkl), Path(z_pkl), dest, organ)
+    checkpoints = {view: Path(path) for view, path in checkpoints.items() if path}
+    import_reference_checkpoints(checkpoints, dest, organ, name=name, overwrite=overwrite)
     return read_model_info(dest, "user")

@@ -1,0 +1,95 @@
+"""Training from Slicer: the trainer runs as a separate process (Slicer's Python); this module builds its
+command line, reads its CSV log for the live loss curve, and fills a table + plot chart (MRML, no Qt)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+# Schedule presets of the GUI -> trainer options (see ``pancreas-rstn train --help``).
+PRESETS: dict[str, list[str]] = {
+    "quick (light backbone, CPU friendly)": ["--backbone", "light", "--steps", "S:200,I:400,J:400"],
+    "reference (FCN-8s, epochs 2,6,8)": ["--backbone", "fcn8s", "--epochs", "2,6,8"],
+}
+LOG_RELATIVE_PATH = Path("logs") / "train_log.csv"
+MODEL_RELATIVE_PATH = Path("model")
+
+
+def train_command(dataset: str | Path, output: str | Path, organ: str, label_value: int, views: list[str],
+                  preset: str, python: str | None = None, extra: list[str] | None = None) -> list[str]:
+    """``python -m PancreasRSTNLib.cli train ...`` with the GUI's choices (python: Slicer's PythonSlicer)."""
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown schedule preset '{preset}'. Known: {', '.join(PRESETS)}.")
+    if not views:
+        raise ValueError("Choose at least one view to train.")
+    command = [python or sys.executable, "-m", "PancreasRSTNLib.cli", "train", "--data", str(dataset),
+               "--out", str(output), "--organ", organ, "--label-value", str(int(label_value)),
+               "--views", "".join(views), *PRESETS[preset]]
+    return command + list(extra or [])
+
+
+def read_loss_log(path: str | Path) -> dict[str, list[float]]:
+    """Numeric columns of the trainer's CSV log, plus "row" (1, 2, ...) as a global x axis across views.
+
+    Text columns (view, mode) are skipped; an incomplete last line (the trainer is writing) is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    numeric: dict[str, list[float]] = {"row": []}
+    parsed = []
+    for row in rows:
+        values = {}
+        for name, text in row.items():
+            if name is None:
+                continue
+            try:
+                values[name] = float(text)
+            except (TypeError, ValueError):
+                continue
+        if "loss" in values:
+            parsed.append(values)
+    names = [n for n in (parsed[0] if parsed else {}) if all(n in p for p in parsed)]
+    for i, values in enumerate(parsed, start=1):
+        numeric["row"].append(float(i))
+        for name in names:
+            numeric.setdefault(name, []).append(values[name])
+    return {k: v for k, v in numeric.items() if v and not all(math.isnan(x) for x in v)}
+
+
+def update_loss_nodes(scene, columns: dict[str, list[float]], table=None, chart=None, x_name: str | None = None):
+    """Create or refresh a table node and a plot chart of every loss column against the step column."""
+    import vtk
+
+    if not columns:
+        return table, chart
+    x_name = x_name or ("row" if "row" in columns else next(iter(columns)))
+    if table is None:
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", "PancreasRSTN training log")
+    vtable = vtk.vtkTable()
+    for name, values in columns.items():
+        array = vtk.vtkDoubleArray()
+        array.SetName(name)
+        for v in values:
+            array.InsertNextValue(v)
+        vtable.AddColumn(array)
+    table.SetAndObserveTable(vtable)
+    if chart is None:
+        chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "PancreasRSTN training loss")
+        chart.SetTitle("Training loss")
+        chart.SetXAxisTitle(x_name)
+        chart.SetYAxisTitle("loss")
+        for name in columns:
+            if name == x_name or "loss" not in name.lower():
+                continue
+            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
+            series.SetAndObserveTableNodeID(table.GetID())
+            series.SetXColumnName(x_name)
+            series.SetYColumnName(name)
+            series.SetPlotType(series.PlotTypeScatter)
+            series.SetMarkerStyle(series.MarkerStyleNone)
+            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return table, chart

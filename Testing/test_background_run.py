@@ -1,0 +1,111 @@
+"""The worker thread that keeps Slicer's GUI responsive: messages, progress, cancel, errors (no Qt)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from PancreasRSTNLib.background_run import (
+    BackgroundRun,
+    Failed,
+    Finished,
+    Job,
+    OrganDone,
+    Progress,
+    RoundReady,
+    describe_device,
+    user_message,
+)
+from PancreasRSTNLib.errors import DeviceOutOfMemoryError, InputImageError, RunCancelled
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from PancreasRSTNLib.model import RSTN, RSTNConfig
+    from PancreasRSTNLib.model_package import default_metadata, save_model_package
+
+    torch.manual_seed(0)
+    config = RSTNConfig(backbone="light", backbone_kwargs={"widths": (4, 8)})
+    return save_model_package(tmp_path_factory.mktemp("m") / "tiny", {v: RSTN(config) for v in "XYZ"},
+                              default_metadata("tiny", "pancreas"))
+
+
+@pytest.fixture(scope="module")
+def ct():
+    from PancreasRSTNLib.phantom import make_phantom
+
+    return make_phantom(size=(32, 32, 16), seed=1)[0]
+
+
+def _config():
+    from PancreasRSTNLib.inference import InferenceConfig
+
+    return InferenceConfig(max_iter=2, postprocess=False)
+
+
+def test_rounds_and_progress_arrive_in_order(tiny_model, ct):
+    run = BackgroundRun(ct, [Job("pancreas", tiny_model)], _config(), "cpu").start()
+    messages = list(run.wait_messages(timeout=120))
+    assert isinstance(messages[-1], Finished) and run.finished
+    rounds = [m for m in messages if isinstance(m, RoundReady)]
+    assert [r.result.index for r in rounds] == list(range(len(rounds))) and len(rounds) >= 2
+    fractions = [m.fraction for m in messages if isinstance(m, Progress)]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert any(isinstance(m, OrganDone) for m in messages)
+    assert rounds[0].result.mask_image().GetSize() == ct.GetSize()  # on the input grid
+
+
+def test_cancel_stops_with_cancelled_message(tiny_model, ct):
+    started = threading.Event()
+
+    def slow_progress_load(path, device="cpu"):
+        from PancreasRSTNLib.model_package import load_model_package
+
+        started.set()
+        return load_model_package(path, device=device)
+
+    run = BackgroundRun(ct, [Job("pancreas", tiny_model)], _config(), "cpu", load_package=slow_progress_load)
+    run.cancel()  # cancelled before it starts: must not run a single round
+    run.start()
+    messages = list(run.wait_messages(timeout=60))
+    assert isinstance(messages[-1], Failed) and messages[-1].kind == "cancelled"
+    assert not any(isinstance(m, RoundReady) for m in messages)
+
+
+def test_errors_become_messages(tmp_path, ct):
+    run = BackgroundRun(ct, [Job("pancreas", tmp_path / "nowhere")], _config(), "cpu").start()
+    last = list(run.wait_messages(timeout=60))[-1]
+    assert isinstance(last, Failed) and last.kind == "error" and "nowhere" in last.message
+    assert "Traceback" in last.details
+
+
+def test_poll_is_non_blocking(tiny_model, ct):
+    run = BackgroundRun(ct, [Job("pancreas", tiny_model)], _config(), "cpu")
+    assert run.poll() == []  # nothing yet, returns at once
+    run.start()
+    run.join(120)
+    messages = run.poll()
+    assert isinstance(messages[-1], Finished)
+
+
+def test_user_messages():
+    assert user_message(RunCancelled())[1] == "cancelled"
+    oom_message, kind = user_message(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB"))
+    assert kind == "out_of_memory" and "CPU" in oom_message and "batch size" in oom_message
+    assert user_message(DeviceOutOfMemoryError("x"))[1] == "out_of_memory"
+    assert user_message(InputImageError("The image is 2-D"))[0] == "The image is 2-D"
+    message, kind = user_message(ValueError("boom"))
+    assert kind == "error" and "ValueError" in message
+
+
+def test_describe_device_says_why():
+    device, why = describe_device("CPU")
+    assert device == "cpu" and "CPU" in why
+    device, why = describe_device("Auto")
+    assert device == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        assert "CPU-only build" in why or "sees no GPU" in why
+        device, why = describe_device("CUDA")
+        assert device == "unavailable" and "Choose Auto or CPU" in why
