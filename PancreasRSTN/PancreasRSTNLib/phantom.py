@@ -245,7 +245,9 @@ def _canonical_phantom(size_xyz: tuple[int, int, int], spacing_xyz: tuple[float,
     # Duodenum C-loop around the head (lateral), and the splenic vein along the back of the body.
     duo = np.stack([head + [u(-8, 0), -r_head - u(8, 12), -u(25, 35)], head + [0, -r_head - u(10, 14), 0],
                     head + [u(0, 6), -r_head - u(6, 10), u(25, 35)], hook + [0, u(2, 10), u(12, 18)]])
-    p.tube(_spline(duo.astype(np.float32), 32), np.full(32, u(8, 11)), u(20, 40), lab("duodenum"))
+    duo_pts, duo_r = _spline(duo.astype(np.float32), 32), np.full(32, u(8, 11))
+    p.tube(duo_pts, duo_r, u(30, 45), lab("duodenum"))  # enhancing wall
+    p.tube(duo_pts, duo_r - 3.0, u(0, 20), lab("duodenum"))  # fluid-filled lumen
     panc_hu = u(35, 55)
     # lobulated texture: a smooth random field inside the organ (added after painting)
     mask = p.tube(centre, radii, panc_hu, 1)

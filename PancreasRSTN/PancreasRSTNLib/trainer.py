@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import DatasetError, ModelPackageError, OutputExistsError, RSTNError
+from .intensity import DEFAULT_WINDOW
 from .losses import get_loss, joint_weights
 from .model import RSTN, RSTNConfig, SaliencyConfig, load_reference_state_dict
 from .training_data import (
@@ -50,8 +51,8 @@ MODES = ("S", "I", "J", "N", "C2F")
 
 @dataclass
 class TrainCase:
-    """One training case in the canonical layout: ``image`` windowed to [0, 1] (float32, may be a memmap),
-    ``label`` the organ mask (uint8/bool)."""
+    """One training case in the canonical layout: ``image`` either windowed to [0, 1] (float32) or HU (int16,
+    e.g. a cache memmap; windowed per triplet on the fly), ``label`` the organ mask (uint8/bool)."""
 
     name: str
     image: np.ndarray
@@ -78,6 +79,7 @@ class TrainConfig:
     momentum: float = 0.99
     weight_decay: float = 5e-4
     slice_threshold: float = 0.98
+    negative_fraction: float = 0.0  # organ-free slices per organ slice (not in the reference)
     margin_random_prob: float = 0.5
     margin_high: int = 40
     margin_fixed: int = 20
@@ -168,7 +170,8 @@ class StepModule(nn.Module):
             return coarse_loss + fine_loss, coarse_loss, fine_loss  # independent nets: plain sum
         total = self.w0 * coarse_loss
         prev = prob
-        label_box = bounding_box(label_np, margins)
+        h, w = x.shape[-2:]
+        label_box = bounding_box(label_np, margins) or (0, h, 0, w)  # organ-free slice: the whole slice
         fine_loss = coarse_loss
         for _ in range(self.T):
             if mode in ("S", "I"):
@@ -222,19 +225,21 @@ def stage_at(cfg: TrainConfig, step: int) -> tuple[str, int]:
     return cfg.schedule[-1][0], start - cfg.schedule[-1][1]
 
 
-class LRFactor:
-    """LR multiplier at a step: halves every ``j_decay_every`` steps in J, ``noisy_lr_factor`` in N."""
+def LRFactor(cfg: TrainConfig) -> Callable[[int], float]:  # noqa: N802 (reads like the class it replaces)
+    """LR multiplier at a step: halves every ``j_decay_every`` steps in J, ``noisy_lr_factor`` in N.
 
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = cfg
+    A plain function (not an object), so LambdaLR's state_dict holds no pickled config and checkpoints load
+    with ``weights_only=True``; the schedule is rebuilt from the config on resume."""
 
-    def __call__(self, step: int) -> float:
-        mode, start = stage_at(self.cfg, step)
-        if mode == "J" and self.cfg.j_decay_every > 0:
-            return 0.5 ** ((step - start) // self.cfg.j_decay_every)
+    def factor(step: int) -> float:
+        mode, start = stage_at(cfg, step)
+        if mode == "J" and cfg.j_decay_every > 0:
+            return 0.5 ** ((step - start) // cfg.j_decay_every)
         if mode == "N":
-            return self.cfg.noisy_lr_factor
+            return cfg.noisy_lr_factor
         return 1.0
+
+    return factor
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -389,7 +394,7 @@ def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Pat
     dist_info = dist_info or DistInfo()
     dev = pick_device(device, dist_info)
     view_idx = "XYZ".index(view)
-    samples = view_samples([c.label for c in cases], view, cfg.slice_threshold)
+    samples = view_samples([c.label for c in cases], view, cfg.slice_threshold, cfg.negative_fraction, cfg.seed)
     if not samples:
         raise DatasetError(f"No training slices for view {view}: every label is empty. Check --organ / --label-value.")
     n_per_rank = len(epoch_order(len(samples), 0, 0, dist_info.rank, dist_info.world))
@@ -447,7 +452,9 @@ def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Pat
         rng = np.random.default_rng([cfg.seed, view_idx, step, dist_info.rank])
         prob = 1.0 if mode == "N" else cfg.margin_random_prob
         margins = crop_margins(rng, prob, 0, cfg.margin_high, cfg.margin_fixed)
-        x = torch.from_numpy(np.ascontiguousarray(triplet(case.image, view, sample.j), dtype=np.float32))[None].to(dev)
+        x_np = triplet(case.image, view, sample.j)
+        x_np = DEFAULT_WINDOW.apply(x_np) if x_np.dtype != np.float32 else x_np  # HU (int16 cache) -> [0, 1]
+        x = torch.from_numpy(np.ascontiguousarray(x_np, dtype=np.float32))[None].to(dev)
         y = torch.from_numpy(np.ascontiguousarray(triplet(case.label, view, sample.j), dtype=np.float32))[None].to(dev)
         c2f_box = None
         if c2f_boxes is not None:
@@ -477,18 +484,28 @@ def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Pat
             bar.set_postfix(mode=mode, loss=f"{running:.4f}", lr=f"{lr:.2e}")
             if csv_log is not None:
                 csv_log.write({"view": view, "step": step, "mode": mode, "loss": f"{lv:.6f}",
-                               "coarse_loss": f"{float(coarse_loss):.6f}", "fine_loss": f"{float(fine_loss):.6f}",
+                               "coarse_loss": f"{float(coarse_loss.detach()):.6f}",
+                               "fine_loss": f"{float(fine_loss.detach()):.6f}",
                                "lr": f"{lr:.3e}", "slices_per_s": f"{rate:.3f}", "elapsed_s": f"{elapsed:.1f}"})
             if tb is not None:
                 tb.add_scalar(f"{view}/loss", lv, step)
-                tb.add_scalar(f"{view}/coarse_loss", float(coarse_loss), step)
-                tb.add_scalar(f"{view}/fine_loss", float(fine_loss), step)
+                tb.add_scalar(f"{view}/coarse_loss", float(coarse_loss.detach()), step)
+                tb.add_scalar(f"{view}/fine_loss", float(fine_loss.detach()), step)
                 tb.add_scalar(f"{view}/lr", lr, step)
         if dist_info.main and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
             _save_checkpoint(_checkpoint_path(out, view, f"step{step:07d}"), model, opt, sched, scaler, step, cfg, view)
             _save_checkpoint(last, model, opt, sched, scaler, step, cfg, view)
     bar.close()
     elapsed = time.perf_counter() - t0
+    if dist_info.world > 1:  # DDP must leave every rank with the same weights: check it, cheaply
+        import torch.distributed as dist
+
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).cpu()
+        gathered = [torch.zeros_like(checksum) for _ in range(dist_info.world)]
+        dist.all_gather(gathered, checksum)
+        summary["ddp_ranks_in_sync"] = bool(all(torch.equal(g, gathered[0]) for g in gathered))
+        if not summary["ddp_ranks_in_sync"]:
+            raise RSTNError(f"DDP ranks ended view {view} with different weights; report this as a bug.")
     if dist_info.main:
         _save_checkpoint(last, model, opt, sched, scaler, step, cfg, view)
         if step >= total:
@@ -551,9 +568,4 @@ def train(cases: Sequence[TrainCase], cfg: TrainConfig, out: Path, resume: bool 
     metadata.setdefault("views", list(cfg.views))
     if cfg.method == "c2f":
         metadata.setdefault("method", "c2f")
-    target = out / "model"
-    if target.exists() and (overwrite or resume):
-        import shutil
-
-        shutil.rmtree(target)
-    return save_model_package(target, models, metadata)
+    return save_model_package(out / "model", models, metadata, overwrite=overwrite or resume)

@@ -80,11 +80,21 @@ class Sample:
     j: int
 
 
-def view_samples(labels: Sequence[np.ndarray], view: str, slice_threshold: float = 0.98) -> list[Sample]:
-    """All training samples (case index, slice index) of one view over the cases."""
+def view_samples(labels: Sequence[np.ndarray], view: str, slice_threshold: float = 0.98,
+                 negative_fraction: float = 0.0, seed: int = 0) -> list[Sample]:
+    """All training samples (case index, slice index) of one view over the cases.
+
+    ``negative_fraction`` (not in the reference, default 0): also add that many organ-free slices per
+    selected slice, drawn deterministically, so the coarse net learns to stay silent away from the organ."""
     out: list[Sample] = []
     for c, lab in enumerate(labels):
-        out.extend(Sample(c, int(j)) for j in select_slices(lab, view, slice_threshold))
+        chosen = select_slices(lab, view, slice_threshold)
+        out.extend(Sample(c, int(j)) for j in chosen)
+        if negative_fraction > 0:
+            empty = np.flatnonzero(slice_pixels(lab, view) == 0)
+            n_neg = min(len(empty), int(round(negative_fraction * len(chosen))))
+            picks = np.random.default_rng([int(seed), c, view_axis(view)]).choice(empty, n_neg, replace=False)
+            out.extend(Sample(c, int(j)) for j in np.sort(picks))
     return out
 
 

@@ -347,7 +347,7 @@ class RunSession:
 
         self._sequence(organ).SetDataNodeAtValue(labelmap, str(index))
         self.rounds.setdefault(organ, []).append(nodes)
-        probability = np.array(sitk.GetArrayViewFromImage(round_probability_image(result)), dtype=np.float32)
+        probability = sitk.GetArrayFromImage(round_probability_image(result)).astype(np.float32, copy=False)  # a copy: a view of a temporary image would dangle
         self.final[organ] = (np.array(mask_array), probability)
         self.converged[organ] = bool(getattr(result, "converged", False))
         if self.options.keep_only_final and len(self.rounds[organ]) > 1:
