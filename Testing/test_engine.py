@@ -105,3 +105,28 @@ def test_bad_configuration_messages():
     if not torch.cuda.is_available():
         with pytest.raises(InputImageError, match="CUDA was requested"):
             RSTNEngine(models, InferenceConfig(views=("Z",)), device="cuda")
+
+
+@pytest.mark.parametrize("kernels", [(1,), (5,), (3, 5), (5, 5)])
+def test_crop_local_saliency_is_exact_for_every_variant(kernels):
+    """The engine computes g only around each crop (zero outside the slice, as the convolutions' padding);
+    with exact boxes it must give what the loop gets from full-slice saliency, for every kernel set."""
+    from PancreasRSTNLib.model import RSTN, RSTNConfig, SaliencyConfig
+
+    torch.manual_seed(7)
+    cfg = RSTNConfig(backbone="light", saliency=SaliencyConfig(kernels), backbone_kwargs={"widths": (4, 8)})
+    models = {v: RSTN(cfg).eval() for v in "XYZ"}
+    for m in models.values():  # make g far from constant so that a wrong border would show
+        for p in (m.saliency1, m.saliency2):
+            if p is not None:
+                torch.nn.init.normal_(p.weight, std=0.5)
+    hu, labels = make_phantom_canonical(size=(40, 40, 20), seed=5)
+    oracle = labels == 1
+    ref_probs: list[np.ndarray] = []
+    reference_segment(models, hu, thr=1.0, max_iter=2, oracle_mask=oracle, probabilities=ref_probs)
+    eng = list(RSTNEngine(models, InferenceConfig(thr=1.0, max_iter=2, crop_bucket=1, oracle_mask=oracle),
+                          device="cpu").run(hu))
+    assert len(eng) == len(ref_probs) == 3
+    for r, p in zip(eng, ref_probs):
+        assert np.abs(r.probability - p).max() < 1e-5, f"round {r.index}"
+        assert np.count_nonzero(r.probability[oracle] > 0.01) > 0.9 * oracle.sum()  # the fine stage did run there

@@ -58,10 +58,12 @@ def reference_segment(
     window: HUWindow = DEFAULT_WINDOW,
     device: str = "cpu",
     oracle_mask: np.ndarray | None = None,
+    probabilities: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Masks of round 0 (coarse) and of every fine round until convergence, canonical layout.
 
-    ``oracle_mask`` (evaluation and benchmarks): crop by this mask instead of the previous prediction."""
+    ``oracle_mask`` (evaluation and benchmarks): crop by this mask instead of the previous prediction.
+    ``probabilities``: if a list is given, each round's fused probability is appended to it."""
     image = window.apply(volume_hu)
     dev = torch.device(device)
     for m in models.values():
@@ -107,6 +109,8 @@ def reference_segment(
     score = fuse(coarse_net)
     mask = score >= prob_threshold
     masks = [mask]
+    if probabilities is not None:
+        probabilities.append(score)
     for _ in range(max_iter):
         crop = mask if oracle_mask is None else oracle_mask
         if not crop.any():
@@ -116,6 +120,8 @@ def reference_segment(
         converged = dice(mask, new_mask, empty=1.0) >= thr
         score, mask = new_score, new_mask
         masks.append(mask)
+        if probabilities is not None:
+            probabilities.append(score)
         if converged:
             break
     return masks
