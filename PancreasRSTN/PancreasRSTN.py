@@ -189,6 +189,7 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._train_timer = None
         self._train_nodes = (None, None)
         self._train_output = None
+        self._dicomExportDialog = None  # kept referenced while the dialog is open
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -477,11 +478,13 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onExportDicom(self) -> None:
         if self._result is None:
             return
-        import DICOMLib
-
         sh = slicer.mrmlScene.GetSubjectHierarchyNode()
         item = sh.GetItemByDataNode(self._result.segmentation)
-        DICOMLib.DICOMExportDialog(slicer.dicomDatabase).execDialog(item)
+        # Slicer's DICOM export dialog (C++ qSlicerDICOMExportDialog, DICOM module): DICOM SEG export needs the
+        # input CT to have been loaded from DICOM (the segmentation references its series).
+        self._dicomExportDialog = slicer.qSlicerDICOMExportDialog()
+        self._dicomExportDialog.setMRMLScene(slicer.mrmlScene)
+        self._dicomExportDialog.execDialog(item)
 
     # ------------------------------------------------------------------ model manager
     def refreshModels(self) -> None:
@@ -517,7 +520,7 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onOrganChanged()
 
     def onModelSelectionChanged(self) -> None:
-        rows = {i.row() for i in self.ui.modelsTableWidget.selectedIndexes()}
+        rows = {item.row() for item in self.ui.modelsTableWidget.selectedItems()}
         if rows:
             m = self._models[min(rows)]
             self.ui.modelWarningLabel.text = f"{m.path}" + (f"\n<b>{m.warning}</b>" if m.warning else "")
@@ -588,9 +591,7 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.dependenciesLabel.text = "Missing: " + ", ".join(missing) + ". Click Install (needs network)."
             self.ui.dependenciesCollapsibleButton.collapsed = False
         else:
-            import torch
-
-            self.ui.dependenciesLabel.text = f"All dependencies present (torch {torch.__version__})."
+            self.ui.dependenciesLabel.text = f"All dependencies present (torch {_torch_version()})."
 
     def onInstallDependencies(self) -> None:
         try:
@@ -691,12 +692,24 @@ def missing_packages() -> list[str]:
 
     missing = [name for name in ("torch", *PIP_REQUIREMENTS) if importlib.util.find_spec(name) is None]
     if "torch" not in missing:
-        import torch
-
-        found = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-        if found < tuple(int(x) for x in MIN_TORCH_VERSION.split(".")[:2]):
-            missing.insert(0, f"torch>={MIN_TORCH_VERSION} (found {torch.__version__})")
+        version = _torch_version()
+        try:
+            found = tuple(int(x) for x in version.split("+")[0].split(".")[:2])
+        except ValueError:  # unknown or unusual version string: let the import decide later
+            found = None
+        if found is not None and found < tuple(int(x) for x in MIN_TORCH_VERSION.split(".")[:2]):
+            missing.insert(0, f"torch>={MIN_TORCH_VERSION} (found {version})")
     return missing
+
+
+def _torch_version() -> str:
+    """Installed torch version, read from its metadata without importing torch."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def install_dependencies() -> None:
@@ -738,7 +751,8 @@ def shutil_which_python() -> str:
 
 
 class PancreasRSTNTest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer (``Slicer --testing``): the demo model on a SampleData abdominal CT."""
+    """Runs inside Slicer (``Slicer --testing``): the demo model on SampleData's abdominal CTA
+    (CTAAbdomenPanoramix, node "Panoramix-cropped")."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -756,8 +770,8 @@ class PancreasRSTNTest(ScriptedLoadableModuleTest):
         import numpy as np
         import SampleData
 
-        self.delayDisplay("Loading the SampleData abdominal CT (downloads once)")
-        volume = SampleData.SampleDataLogic().downloadSample("CTACardio")
+        self.delayDisplay("Loading the SampleData abdominal CTA (downloads once)")
+        volume = SampleData.SampleDataLogic().downloadSample("CTAAbdomenPanoramix")
         self.assertIsNotNone(volume)
         before = slicer.util.arrayFromVolume(volume).copy()
         logic = PancreasRSTNLogic()
@@ -795,6 +809,7 @@ class PancreasRSTNTest(ScriptedLoadableModuleTest):
         n_before = slicer.mrmlScene.GetNumberOfNodes()
         with self.assertRaises(InputImageError):
             logic.run(None, self._demo_options())
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), n_before)
         label = slicer.util.addVolumeFromArray(np.zeros((4, 5, 6), np.uint8), nodeClassName="vtkMRMLLabelMapVolumeNode")
         n_before = slicer.mrmlScene.GetNumberOfNodes()
         with self.assertRaises(InputImageError):
