@@ -20,7 +20,7 @@ from PancreasRSTNLib.volume_io import write_image
 @pytest.fixture(scope="module")
 def phantom_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("phantom")
-    img, lab = make_phantom(size=(96, 96, 48), seed=4321)
+    img, lab = make_phantom(size=(128, 128, 64), seed=4321)  # the demo model's native scale
     # store it oblique-free but flipped, to exercise the canonical round trip through the CLI
     flip = sitk.Flip(img, [True, False, True])
     flip_lab = sitk.Flip(lab, [True, False, True])
@@ -56,11 +56,17 @@ def test_segment_writes_result_on_the_input_grid(tmp_path, phantom_files, capsys
     assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
 
 
+def _ct_with_nans() -> sitk.Image:
+    a = sitk.GetArrayFromImage(ct_image(dtype=np.float32))
+    a[1, 2, 3:6] = np.nan
+    return sitk.GetImageFromArray(a)
+
+
 @pytest.mark.parametrize(
     "make,message",
     [
         (lambda d: write_image(sitk.GetImageFromArray(np.zeros((30, 30), np.int16)), d / "flat.nii.gz"), "2-D"),
-        (lambda d: write_image(sitk.GetImageFromArray(np.full((8, 30, 30), np.nan, np.float32)), d / "nan.nii.gz"), "NaN"),
+        (lambda d: write_image(_ct_with_nans(), d / "nan.nrrd"), "NaN"),  # NRRD keeps NaN (NIfTI writes 0)
         (lambda d: write_image(ct_image() + 2000, d / "mr.nrrd"), "does not look like a CT"),
         (lambda d: (d / "bad.nii.gz").write_bytes(b"\x00garbage") and d / "bad.nii.gz", "Cannot read"),
     ],

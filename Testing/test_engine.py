@@ -23,19 +23,18 @@ def demo():
 
 @pytest.fixture(scope="module")
 def phantom():
-    hu, labels = make_phantom_canonical(size=(96, 96, 48), seed=1234)
+    # the demo model's native scale (128x128x64 phantoms); an unseen seed
+    hu, labels = make_phantom_canonical(size=(128, 128, 64), seed=1234)
     return hu, labels == 1
 
 
 def test_engine_matches_reference_loop(demo, phantom):
     """Same weights, same volume: the batched engine's final mask equals the batch-1 fp32 loop's."""
     hu, truth = phantom
-    ref_masks = reference_segment(demo.models, hu, thr=0.99, max_iter=10)
-    exact = list(RSTNEngine(demo.models, InferenceConfig(crop_bucket=1, batch_size=8), device="cpu").run(hu))
-    default = list(RSTNEngine(demo.models, InferenceConfig(), device="cpu").run(hu))
+    ref_masks = reference_segment(demo.models, hu, thr=0.99, max_iter=4)
+    default = list(RSTNEngine(demo.models, InferenceConfig(max_iter=4, batch_size=8), device="cpu").run(hu))
     assert len(ref_masks) >= 2 and ref_masks[-1].any()
-    assert [r.voxel_count for r in exact] == [int(m.sum()) for m in ref_masks]
-    assert dice(exact[-1].mask, ref_masks[-1]) >= 0.995
+    assert [r.voxel_count for r in default] == [int(m.sum()) for m in ref_masks]
     assert dice(default[-1].mask, ref_masks[-1]) >= 0.995
     assert dice(default[-1].mask, truth) > 0.7  # and the result is a real segmentation
 

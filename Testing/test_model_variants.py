@@ -61,9 +61,9 @@ def test_backbone_registry_and_costs():
 def test_reduced_precision_path_agrees_with_fp32():
     """The mixed-precision path (bf16 autocast; used on CUDA) checked for correctness on the CPU."""
     pkg = load_model_package(demo_model_dir())
-    hu, _ = make_phantom_canonical(size=(64, 64, 32), seed=99)
-    fp32 = list(RSTNEngine(pkg.models, InferenceConfig(precision="fp32", max_iter=3), device="cpu").run(hu))
-    bf16_engine = RSTNEngine(pkg.models, InferenceConfig(precision="bf16", max_iter=3), device="cpu")
+    hu, _ = make_phantom_canonical(size=(128, 128, 64), seed=99)  # the demo model's native scale
+    fp32 = list(RSTNEngine(pkg.models, InferenceConfig(precision="fp32", max_iter=2), device="cpu").run(hu))
+    bf16_engine = RSTNEngine(pkg.models, InferenceConfig(precision="bf16", max_iter=2), device="cpu")
     assert bf16_engine.dtype == torch.bfloat16
     bf16 = list(bf16_engine.run(hu))
     assert fp32[-1].mask.any()

@@ -52,7 +52,9 @@ class InferenceConfig:
     views: tuple[str, ...] = ("X", "Y", "Z")
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     batch_size: int | None = None  # None: adapt to free memory
-    crop_bucket: int = 16  # fine crops grow (with image context) to multiples of this to batch; 1 = exact boxes
+    # Fine crops of equal size are batched. >1 grows crops (with real image context) to multiples of this so that
+    # more of them share a batch: faster, but the fine net then sees more context than the reference gives it.
+    crop_bucket: int = 1
     memory_budget_gb: float | None = None  # activation budget for adaptive batching
     coarse_downsample: int = 1  # >1: the coarse stage (which only localises) runs on slices pooled by this factor
     oracle_mask: np.ndarray | None = field(default=None, repr=False)  # evaluation only: crop by ground truth

@@ -46,6 +46,8 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--batch-size", type=int, default=None, help="triplets per batch (default: adapt to memory)")
+    p.add_argument("--crop-bucket", type=int, default=d.crop_bucket,
+                   help="grow fine crops to multiples of this to batch more of them (faster; 1 = exact reference boxes)")
     p.add_argument("--coarse-downsample", type=int, default=1, choices=[1, 2, 3, 4],
                    help="run the coarse stage on slices pooled by this factor (faster on CPU; 1 = faithful)")
 
@@ -55,6 +57,7 @@ def config_from_args(args: argparse.Namespace) -> InferenceConfig:
         thr=args.thr, max_iter=args.max_iter, prob_threshold=args.prob_threshold, margin=args.margin,
         views=tuple(args.views.upper()), postprocess=not args.no_postprocess, precision=args.precision,
         batch_size=args.batch_size, coarse_downsample=args.coarse_downsample,
+        crop_bucket=args.crop_bucket,
     )
 
 
