@@ -212,6 +212,8 @@ class RSTNEngine:
         self._progress = progress or (lambda fraction, stage: None)
         if volume_hu.dtype not in (np.int16, np.float32):
             volume_hu = volume_hu.astype(np.float32)
+        if not volume_hu.flags.writeable:  # torch wants writable memory (the engine never writes to it)
+            volume_hu = volume_hu.copy()
         volume = torch.from_numpy(np.ascontiguousarray(volume_hu)).to(self.device)
         shape = volume.shape
         coarse_units = sum(shape[VIEW_AXES[v]] * math.prod(shape) / shape[VIEW_AXES[v]] for v in cfg.views)

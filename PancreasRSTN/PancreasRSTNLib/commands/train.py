@@ -1,0 +1,159 @@
+"""``pancreas-rstn train``: train RSTN (or the C2F baseline) on a dataset or on synthetic phantoms."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import RSTNError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train an RSTN model package (joint loss, modes S->I->J) on CT data or phantoms",
+        description="Train one RSTN per view with the paper's joint loss and write a model package to OUT/model. "
+        "Multi-GPU / multi-process: run under torchrun (DDP).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="dataset folder (image/label pairs, MSD with dataset.json, or NIH Pancreas-CT)")
+    src.add_argument("--phantoms", type=int, help="train on this many synthetic phantoms instead of a dataset")
+    p.add_argument("--phantom-shape", default="128x128x64", help="phantom size x*y*z (with --phantoms)")
+    p.add_argument("--phantom-seed", type=int, default=1000, help="first phantom seed (seeds seed..seed+N-1)")
+    p.add_argument("--organ", default="pancreas", help="organ name (looked up in dataset.json for MSD data)")
+    p.add_argument("--label-value", type=int, default=None, help="label value of the organ in the label maps")
+    p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default OUT/cache)")
+    p.add_argument("--fold", type=int, default=None, help="train on every fold but this one (default: all cases)")
+    p.add_argument("--folds", type=int, default=4, help="number of folds")
+    p.add_argument("--fold-convention", choices=("sorted", "nih82"), default="sorted")
+    p.add_argument("--on-bad-case", choices=("skip", "fail"), default="fail", help="skip a bad case with a warning, or stop")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output folder (checkpoints, logs, model)")
+    p.add_argument("--name", default=None, help="model name written to model.json")
+    p.add_argument("--views", default="XYZ", help="views to train, e.g. XYZ or Z")
+    p.add_argument("--method", choices=("rstn", "c2f"), default="rstn", help="rstn, or the stage-wise C2F baseline")
+    p.add_argument("--backbone", default="fcn8s", help="fcn8s (reference) or light")
+    p.add_argument("--widths", default=None, help="light backbone widths, e.g. 16,32,64,128")
+    p.add_argument("--T", type=int, default=1, help="unrolled fine iterations in the joint loss (paper: 1..5)")
+    p.add_argument("--loss", choices=("dsc", "jaccard"), default="dsc")
+    p.add_argument("--steps", default=None, help="steps per view of each stage, e.g. S:200,I:600,J:800 or C2F:1000")
+    p.add_argument("--epochs", default=None, help="epochs of S,I,J (reference: 2,6,8); an epoch = the mean training "
+                   "slices per view")
+    p.add_argument("--noisy-steps", type=int, default=0, help="steps of fine-tuning with noisy data (mode N) after J")
+    p.add_argument("--noisy-lr-factor", type=float, default=0.1)
+    p.add_argument("--j-decay-every", type=int, default=None, help="halve the LR every N steps in J (default: 2 epochs "
+                   "with --epochs, never with --steps)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    p.add_argument("--lr", type=float, default=None, help="fine/saliency LR (default 1e-4 sgd, 1e-3 adamw)")
+    p.add_argument("--coarse-lr-ratio", type=float, default=0.1, help="coarse LR / fine LR (reference 0.1)")
+    p.add_argument("--momentum", type=float, default=0.99)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--slice-threshold", type=float, default=0.98)
+    p.add_argument("--negative-fraction", type=float, default=0.0, help="organ-free slices per organ slice (not in the reference)")
+    p.add_argument("--init", default=None, help="model package folder or reference checkpoint ({view} in the path is "
+                   "replaced by X/Y/Z); default: from scratch")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="start again in an OUT that holds a previous run")
+    p.add_argument("--stop-after", type=int, default=None, help="stop each view after this many steps (resume later)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _parse_steps(text: str) -> tuple[tuple[str, int], ...]:
+    stages = []
+    for part in text.split(","):
+        mode, _, n = part.partition(":")
+        if not n.strip().isdigit():
+            raise RSTNError(f"--steps '{text}' is invalid: write stages like S:200,I:600,J:800.")
+        stages.append((mode.strip().upper(), int(n)))
+    return tuple(stages)
+
+
+def load_cases(args: argparse.Namespace) -> tuple[list, dict]:
+    """Training cases (canonical, windowed) and their provenance for model.json."""
+    from ..trainer import TrainCase
+
+    if args.phantoms is not None:
+        from ..intensity import DEFAULT_WINDOW
+        from ..phantom import make_phantom_canonical, parse_triple
+
+        size = parse_triple(args.phantom_shape, int)
+        seeds = range(args.phantom_seed, args.phantom_seed + args.phantoms)
+        cases = []
+        for s in seeds:
+            hu, label = make_phantom_canonical(size, seed=s)
+            cases.append(TrainCase(f"phantom_{s:05d}", DEFAULT_WINDOW.apply(hu), label))
+        return cases, {"source": "synthetic phantoms (pancreas-rstn phantom)", "shape": list(size),
+                       "seeds": [seeds.start, seeds.stop - 1]}
+    from ..data_cache import build_cache
+    from ..datasets import open_dataset
+    from ..training_data import kfold_split
+
+    dataset = open_dataset(args.data, organ=args.organ, label_value=args.label_value)
+    names = dataset.case_names()
+    if args.fold is not None:
+        names, _ = kfold_split(names, args.folds, args.fold, convention=args.fold_convention)
+    cache = build_cache(dataset, args.cache or args.out / "cache", names=names, on_bad_case=args.on_bad_case)
+    cases = [TrainCase(c.name, c.image, c.label) for c in cache.cases()]
+    return cases, {"source": str(Path(args.data).resolve()), "layout": dataset.layout, "organ": args.organ,
+                   "label_value": dataset.label_value, "fold": args.fold, "folds": args.folds,
+                   "fold_convention": args.fold_convention, "skipped": cache.skipped}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..trainer import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.steps and args.epochs:
+        raise RSTNError("Give either --steps or --epochs, not both.")
+    cases, provenance = load_cases(args)
+    views = tuple(v for v in args.views.upper() if v in "XYZ")
+    kwargs = {}
+    if args.widths:
+        kwargs["widths"] = tuple(int(w) for w in args.widths.split(","))
+    j_decay = args.j_decay_every or 0
+    if args.epochs:
+        from ..training_data import view_samples
+
+        ep = [float(e) for e in args.epochs.split(",")]
+        if len(ep) != 3:
+            raise RSTNError("--epochs takes three numbers, for S, I and J (reference: 2,6,8).")
+        per_epoch = sum(len(view_samples([c.label for c in cases], v, args.slice_threshold)) for v in views) / len(views)
+        schedule = tuple((m, int(round(e * per_epoch))) for m, e in zip("SIJ", ep, strict=True))
+        if args.j_decay_every is None:
+            j_decay = int(round(2 * per_epoch))
+    elif args.steps:
+        schedule = _parse_steps(args.steps)
+    else:
+        schedule = (("C2F", 1000),) if args.method == "c2f" else (("S", 200), ("I", 600), ("J", 800))
+    if args.noisy_steps:
+        schedule = schedule + (("N", args.noisy_steps),)
+    cfg = TrainConfig(
+        views=views, backbone=args.backbone, backbone_kwargs=kwargs, method=args.method, T=args.T, loss=args.loss,
+        schedule=schedule, j_decay_every=j_decay, noisy_lr_factor=args.noisy_lr_factor, optimizer=args.optimizer,
+        lr=args.lr if args.lr is not None else (1e-4 if args.optimizer == "sgd" else 1e-3),
+        coarse_lr_ratio=args.coarse_lr_ratio, momentum=args.momentum, weight_decay=args.weight_decay,
+        slice_threshold=args.slice_threshold, negative_fraction=args.negative_fraction, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every, init=args.init,
+    )
+    metadata = {"name": args.name or args.out.name, "organ": args.organ, "training": {"data": provenance}}
+    if args.label_value is not None:
+        from ..model_package import default_metadata
+
+        metadata["organ"] = default_metadata(metadata["name"], args.organ, args.label_value)["organ"]
+    if args.phantoms is not None:
+        metadata["description"] = "Trained on synthetic phantoms only: a demo model, not for clinical images."
+    package = train(cases, cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
+                    progress=not args.no_progress, stop_after=args.stop_after, package_metadata=metadata)
+    if package is not None:
+        print(f"model package written to {package}")
+    elif args.stop_after is not None:
+        print(f"stopped after {args.stop_after} steps; continue with --resume")
+    return 0

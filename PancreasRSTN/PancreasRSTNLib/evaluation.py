@@ -1,0 +1,217 @@
+"""Evaluation the way the paper reports it: per-case DSC, Jaccard, precision, recall, volume error and HD95;
+DSC at every round; the rounds needed to reach thr 0.90/0.95/0.98/0.99 (the convergence table); time; and
+mean +- std / min / max over cases. Oracle mode crops by the ground truth (the upper bound).
+
+Why one run per case: the engine runs with thr = 1 (the full trajectory up to ``max_iter``) and every
+convergence threshold is read off that one trajectory, so the table costs no extra inference.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .inference import InferenceConfig, RSTNEngine
+from .metrics import dice, segmentation_metrics
+
+log = logging.getLogger(__name__)
+THRESHOLDS = (0.90, 0.95, 0.98, 0.99)
+METRICS = ("dsc", "jaccard", "precision", "recall", "volume_error", "hd95")
+
+
+@dataclass
+class EvalCase:
+    """One case to evaluate: canonical HU volume, canonical truth mask, canonical spacing (mm)."""
+
+    name: str
+    hu: np.ndarray
+    truth: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+@dataclass
+class CaseResult:
+    name: str
+    metrics: dict[str, float]  # at the round where thr was reached (or the last round)
+    coarse_dsc: float
+    dsc_per_round: list[float]  # to the truth; index 0 = coarse
+    inter_round: list[float]  # DSC(Z(r-1), Z(r)) for r = 1..
+    rounds_to_thr: dict[str, int | None]  # fine rounds needed; None = not reached within max_iter
+    dsc_at_thr: dict[str, float]
+    rounds_used: int
+    seconds: float  # wall time up to the stop round at the chosen thr
+    seconds_total: float  # the whole trajectory
+    oracle: dict[str, float] = field(default_factory=dict)
+
+
+def _stop_round(inter_round: Sequence[float], thr: float, last: int) -> tuple[int, bool]:
+    """First fine round r whose DSC to round r-1 reaches thr; (last round, False) if none."""
+    for r, d in enumerate(inter_round, start=1):
+        if d >= thr:
+            return r, True
+    return last, False
+
+
+def _trajectory(engine, case: EvalCase) -> tuple[list[np.ndarray], list[float], list[float]]:
+    """Masks, inter-round DSCs and cumulative times of one run (``engine``: an RSTNEngine, or a callable
+    giving the rounds of the C2F baseline)."""
+    masks, inter, times = [], [], []
+    t0 = time.perf_counter()
+    for r in (engine(case.hu) if callable(engine) else engine.run(case.hu)):
+        masks.append(np.asarray(r.mask, dtype=bool))
+        if r.dsc_to_previous is not None:
+            inter.append(float(r.dsc_to_previous))
+        times.append(time.perf_counter() - t0)
+    return masks, inter, times
+
+
+def evaluate_case(models: dict, case: EvalCase, thr: float = 0.99, max_iter: int = 10,
+                  views: Sequence[str] | None = None, device: str = "auto", oracle: bool = False,
+                  config_kwargs: dict | None = None, method: str = "rstn") -> CaseResult:
+    """Run RSTN (or the C2F baseline) on one case, and the ground-truth-cropped oracle when asked, and compute
+    every figure."""
+    truth = np.asarray(case.truth, dtype=bool)
+    views = tuple(views or models)
+    base = dict(thr=1.0, max_iter=max_iter, views=views, **(config_kwargs or {}))
+    if method == "c2f":
+        if oracle:
+            from .errors import RSTNError
+
+            raise RSTNError("Oracle mode is defined for RSTN models only; drop --oracle for a C2F model.")
+        from .c2f_inference import run_c2f
+
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+        def engine(hu: np.ndarray):
+            return run_c2f(models, hu, views=views, thr=1.0, max_iter=max_iter, device=dev)
+
+    else:
+        engine = RSTNEngine(models, InferenceConfig(**base), device=device)
+    masks, inter, times = _trajectory(engine, case)
+    dsc_rounds = [round(dice(m, truth, empty=0.0), 6) for m in masks]
+    last = len(masks) - 1
+    stop, _ = _stop_round(inter, thr, last)
+    rounds_to_thr, dsc_at_thr = {}, {}
+    for t in THRESHOLDS:
+        r, reached = _stop_round(inter, t, last)
+        rounds_to_thr[f"{t:.2f}"] = r if reached else None
+        dsc_at_thr[f"{t:.2f}"] = dsc_rounds[r]
+    metrics = segmentation_metrics(masks[stop], truth, spacing=case.spacing)
+    result = CaseResult(
+        name=case.name, metrics={k: float(v) for k, v in metrics.items()}, coarse_dsc=dsc_rounds[0],
+        dsc_per_round=dsc_rounds, inter_round=[round(v, 6) for v in inter], rounds_to_thr=rounds_to_thr,
+        dsc_at_thr=dsc_at_thr, rounds_used=stop, seconds=round(times[stop], 3), seconds_total=round(times[-1], 3),
+    )
+    if oracle:
+        ocfg = InferenceConfig(**{**base, "thr": thr, "oracle_mask": truth})
+        omasks, _, otimes = _trajectory(RSTNEngine(models, ocfg, device=device), case)
+        om = segmentation_metrics(omasks[-1], truth, spacing=case.spacing)
+        result.oracle = {"dsc": float(om["dsc"]), "rounds": len(omasks) - 1,
+                         "dsc_per_round": [round(dice(m, truth, empty=0.0), 6) for m in omasks],
+                         "seconds": round(otimes[-1], 3)}
+    return result
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    v = np.asarray([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], dtype=float)
+    if v.size == 0:
+        return {"n": 0, "mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan"),
+                "median": float("nan")}
+    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "median": float(np.median(v))}
+
+
+def summarize(results: Sequence[CaseResult], max_iter: int) -> dict:
+    """Mean +- std, min, max (and median) of every figure over the cases, as in the paper's tables."""
+    summary: dict = {m: _stats([r.metrics[m] for r in results]) for m in METRICS}
+    summary["coarse_dsc"] = _stats([r.coarse_dsc for r in results])
+    summary["seconds"] = _stats([r.seconds for r in results])
+    summary["rounds_used"] = _stats([r.rounds_used for r in results])
+    conv = {}
+    for t in THRESHOLDS:
+        key = f"{t:.2f}"
+        reached = [r.rounds_to_thr[key] for r in results if r.rounds_to_thr[key] is not None]
+        conv[key] = {"rounds": _stats(reached), "reached": len(reached), "cases": len(results),
+                     "dsc": _stats([r.dsc_at_thr[key] for r in results])}
+    summary["convergence"] = conv
+    n_rounds = max(len(r.inter_round) for r in results) if results else 0
+    summary["mean_inter_round_dsc"] = [
+        _stats([r.inter_round[k] if k < len(r.inter_round) else 1.0 for r in results])["mean"] for k in range(n_rounds)
+    ]
+    if any(r.oracle for r in results):
+        summary["oracle_dsc"] = _stats([r.oracle["dsc"] for r in results if r.oracle])
+    summary["max_iter"] = max_iter
+    return summary
+
+
+def write_report(results: Sequence[CaseResult], summary: dict, out: Path, info: dict) -> list[Path]:
+    """evaluation.json, cases.csv, rounds.csv and the PNG plots."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    report = {"info": info, "summary": summary, "cases": [asdict(r) for r in results]}
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    files.append(out / "evaluation.json")
+    with open(out / "cases.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case", *METRICS, "coarse_dsc", "rounds_used", "seconds",
+                    *[f"rounds_to_{t:.2f}" for t in THRESHOLDS], "oracle_dsc"])
+        for r in results:
+            w.writerow([r.name, *[f"{r.metrics[m]:.6f}" for m in METRICS], f"{r.coarse_dsc:.6f}", r.rounds_used,
+                        f"{r.seconds:.3f}", *["" if r.rounds_to_thr[f"{t:.2f}"] is None else r.rounds_to_thr[f"{t:.2f}"]
+                                              for t in THRESHOLDS], f"{r.oracle['dsc']:.6f}" if r.oracle else ""])
+    files.append(out / "cases.csv")
+    with open(out / "rounds.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case", "round", "dsc_to_truth", "dsc_to_previous"])
+        for r in results:
+            for k, d in enumerate(r.dsc_per_round):
+                w.writerow([r.name, k, f"{d:.6f}", "" if k == 0 else f"{r.inter_round[k - 1]:.6f}"])
+    files.append(out / "rounds.csv")
+    from .plots import dsc_boxplot, round_curves
+
+    series = {"coarse": [r.coarse_dsc for r in results], "RSTN": [r.metrics["dsc"] for r in results]}
+    if any(r.oracle for r in results):
+        series["oracle"] = [r.oracle["dsc"] for r in results if r.oracle]
+    files.append(dsc_boxplot(series, out / "dsc_boxplot.png", title=f"DSC over {len(results)} cases"))
+    files.append(round_curves({"inter-round": [r.inter_round for r in results]}, out / "inter_round_dsc.png",
+                              "DSC(Z(r-1), Z(r))", "inter-round DSC against round"))
+    files.append(round_curves({"to truth": [r.dsc_per_round for r in results]}, out / "dsc_per_round.png",
+                              "DSC to the ground truth", "DSC against round (0 = coarse)"))
+    return files
+
+
+def evaluate(models: dict, cases: Sequence[EvalCase] | Callable[[], Sequence[EvalCase]], out: Path,
+             thr: float = 0.99, max_iter: int = 10, views: Sequence[str] | None = None, device: str = "auto",
+             oracle: bool = False, info: dict | None = None, echo: Callable[[str], None] | None = None,
+             method: str = "rstn") -> dict:
+    """Evaluate every case, print one line each, and write the report; returns the summary."""
+    results = []
+    for case in cases:
+        r = evaluate_case(models, case, thr=thr, max_iter=max_iter, views=views, device=device, oracle=oracle,
+                          method=method)
+        results.append(r)
+        if echo:
+            extra = f", oracle {r.oracle['dsc']:.4f}" if r.oracle else ""
+            echo(f"{r.name}: DSC {r.metrics['dsc']:.4f} (coarse {r.coarse_dsc:.4f}){extra}, rounds {r.rounds_used}, "
+                 f"HD95 {r.metrics['hd95']:.1f} mm, {r.seconds:.1f} s")
+    if not results:
+        from .errors import DatasetError
+
+        raise DatasetError("Nothing to evaluate: the dataset (or fold) has no usable case.")
+    summary = summarize(results, max_iter)
+    write_report(results, summary, Path(out), dict(info or {}, thr=thr, max_iter=max_iter, oracle=oracle,
+                                                   method=method))
+    if echo:
+        s = summary["dsc"]
+        echo(f"DSC {100 * s['mean']:.2f} +- {100 * s['std']:.2f} % (min {100 * s['min']:.2f}, max {100 * s['max']:.2f}) "
+             f"over {s['n']} cases; report in {out}/")
+    return summary

@@ -1,0 +1,193 @@
+"""The trainer: joint loss, modes (crop sources), optimiser groups, bit-exact resume, checkpoints, logs,
+the C2F baseline and the CLI. Tiny light-backbone models on tiny phantoms, a few steps each."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from PancreasRSTNLib.cli import main
+from PancreasRSTNLib.errors import OutputExistsError, RSTNError
+from PancreasRSTNLib.intensity import DEFAULT_WINDOW
+from PancreasRSTNLib.losses import soft_dsc_loss
+from PancreasRSTNLib.model import RSTN, RSTNConfig
+from PancreasRSTNLib.model_package import load_model_package
+from PancreasRSTNLib.phantom import make_phantom_canonical
+from PancreasRSTNLib.trainer import (
+    LRFactor,
+    StepModule,
+    TrainCase,
+    TrainConfig,
+    param_groups,
+    train,
+    train_view,
+)
+
+TINY = {"widths": (4, 8)}
+
+
+@pytest.fixture(scope="module")
+def cases():
+    out = []
+    for seed in (11, 12):
+        hu, label = make_phantom_canonical((40, 40, 20), seed=seed)
+        out.append(TrainCase(f"p{seed}", DEFAULT_WINDOW.apply(hu), label))
+    return out
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(views=("Z",), backbone="light", backbone_kwargs=TINY, schedule=(("S", 3), ("I", 3), ("J", 4)),
+                optimizer="sgd", lr=1e-3, T=2, log_every=1, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _fine_inputs(model: RSTN) -> list[tuple[int, ...]]:
+    shapes: list[tuple[int, ...]] = []
+    model.fine_model.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+    return shapes
+
+
+def _example():
+    torch.manual_seed(0)
+    model = RSTN(RSTNConfig(backbone="light", backbone_kwargs=TINY))
+    x = torch.rand(1, 3, 40, 48)
+    y = torch.zeros(1, 3, 40, 48)
+    y[..., 10:14, 20:30] = 1
+    return model, x, y
+
+
+def test_joint_loss_weights_in_mode_s():
+    model, x, y = _example()
+    step = StepModule(model, soft_dsc_loss, T=3)
+    total, coarse, fine = step(x, y, "S", np.array([2, 2, 2, 2]))
+    # in S every fine iteration sees the same raw crop: total = l0*Lc + 3*lt*Lf, l0 = 1/7, lt = 2/7
+    assert total.item() == pytest.approx(coarse.item() / 7 + 3 * 2 / 7 * fine.item(), rel=1e-5)
+
+
+def test_crop_sources_of_the_modes():
+    model, x, y = _example()
+    shapes = _fine_inputs(model)
+    step = StepModule(model, soft_dsc_loss, T=1)
+    margins = np.array([1, 2, 3, 4])
+    step(x, y, "I", margins)  # label box 10:14 x 20:30 plus margins
+    assert shapes[-1][-2:] == (4 + 3, 10 + 7)
+    with torch.no_grad():  # coarse prediction everywhere -> J crops the whole slice
+        model.coarse_model.head.bias.fill_(10.0)
+    step(x, y, "J", margins)
+    assert shapes[-1][-2:] == (40, 48)
+    with torch.no_grad():  # empty prediction -> J falls back to the label box
+        model.coarse_model.head.bias.fill_(-10.0)
+    step(x, y, "J", margins)
+    assert shapes[-1][-2:] == (7, 17)
+
+
+def test_saliency_gets_gradient_in_i_but_not_in_s():
+    model, x, y = _example()
+    step = StepModule(model, soft_dsc_loss, T=1)
+    step(x, y, "S", np.full(4, 2))[0].backward()
+    assert model.saliency2.weight.grad is None or model.saliency2.weight.grad.abs().sum() == 0
+    model.zero_grad()
+    step(x, y, "I", np.full(4, 2))[0].backward()
+    assert model.saliency2.weight.grad.abs().sum() > 0
+
+
+def test_optimizer_groups_follow_the_reference():
+    cfg = TrainConfig(backbone="fcn8s", lr=1e-4)
+    model = RSTN(RSTNConfig())  # FCN-8s: the bilinear upsampling weights are frozen
+    groups = {g["name"]: g for g in param_groups(model, cfg)}
+    assert groups["coarse_weight"]["lr"] == pytest.approx(1e-5) and groups["coarse_bias"]["lr"] == pytest.approx(2e-5)
+    assert groups["fine_weight"]["lr"] == pytest.approx(1e-4) and groups["fine_bias"]["lr"] == pytest.approx(2e-4)
+    assert groups["fine_weight"]["weight_decay"] == 5e-4 and groups["fine_bias"]["weight_decay"] == 0.0
+    in_groups = {id(p) for g in groups.values() for p in g["params"]}
+    assert id(model.coarse_model.upscore8.weight) not in in_groups
+    assert id(model.fine_model.upscore2.weight) not in in_groups
+    assert id(model.saliency1.weight) in {id(p) for p in groups["fine_weight"]["params"]}
+
+
+def test_lr_schedule_j_decay_and_noisy_stage():
+    cfg = _cfg(schedule=(("S", 2), ("I", 2), ("J", 6), ("N", 2)), j_decay_every=2, noisy_lr_factor=0.1)
+    f = LRFactor(cfg)
+    assert [f(s) for s in range(12)] == [1, 1, 1, 1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.1, 0.1]
+
+
+def test_resume_is_bit_exact(cases, tmp_path):
+    cfg = _cfg(checkpoint_every=4)
+    full, _ = train_view(cases, cfg, "Z", tmp_path / "full", progress=False)
+    assert (tmp_path / "full" / "checkpoints" / "Z_step0000004.pt").exists()
+    assert (tmp_path / "full" / "checkpoints" / "Z_final.pt").exists()
+    _, part = train_view(cases, cfg, "Z", tmp_path / "split", progress=False, stop_after=5)
+    assert part["final_step"] == 5 and not (tmp_path / "split" / "checkpoints" / "Z_final.pt").exists()
+    torch.manual_seed(12345)  # a different global RNG state must not matter
+    resumed, summary = train_view(cases, cfg, "Z", tmp_path / "split", resume=True, progress=False)
+    assert summary["final_step"] == 10
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    fresh = RSTN(cfg.rstn_config()).state_dict()
+    assert not torch.equal(fresh["fine_model.head.weight"], a["fine_model.head.weight"])  # it did train
+    with open(tmp_path / "split" / "logs" / "train_log.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == list(range(1, 11))  # the log has no duplicated or missing steps after the resume
+
+
+def test_c2f_trains_fine_net_on_framed_3d_box(cases, tmp_path):
+    from PancreasRSTNLib.trainer import _c2f_boxes, _framed
+
+    label = cases[0].label
+    rows = np.flatnonzero(label.any(axis=(1, 2)))
+    cols = np.flatnonzero(label.any(axis=(0, 2)))
+    box = _c2f_boxes(cases[:1], "Z")[0]
+    assert box == (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1)  # the 3-D box, projected on the axial plane
+    framed = _framed(box, np.array([10, 20, 15, 12]), (40, 40))
+    assert framed == (max(rows[0] - 10, 0), min(rows[-1] + 21, 40), max(cols[0] - 15, 0), min(cols[-1] + 13, 40))
+    # the fine net sees the raw image in the framed box; the saliency module gets no gradient
+    model, x, y = _example()
+    shapes = _fine_inputs(model)
+    total, coarse, fine = StepModule(model, soft_dsc_loss, T=1)(x, y, "C2F", np.full(4, 20), (2, 30, 5, 41))
+    assert shapes[-1][-2:] == (28, 36)
+    assert total.item() == pytest.approx(coarse.item() + fine.item(), rel=1e-6)
+    total.backward()
+    assert model.saliency1.weight.grad is None
+    cfg = _cfg(method="c2f", schedule=(("C2F", 4),), T=1)
+    _, summary = train_view(cases[:1], cfg, "Z", tmp_path, progress=False)
+    assert summary["final_step"] == 4
+    with pytest.raises(RSTNError, match="C2F"):
+        TrainConfig(method="c2f", schedule=(("J", 3),))
+
+
+def test_train_writes_package_and_refuses_to_clobber(cases, tmp_path):
+    cfg = _cfg(views=("X", "Z"), schedule=(("S", 2), ("J", 2)), optimizer="adamw")
+    meta = {"name": "tiny", "organ": "pancreas", "training": {"data": {"source": "unit test"}}}
+    package = train(cases, cfg, tmp_path, progress=False, package_metadata=meta)
+    loaded = load_model_package(package)
+    assert set(loaded.models) == {"X", "Z"}
+    training = loaded.metadata["training"]
+    assert training["data"]["source"] == "unit test" and training["config"]["optimizer"] == "adamw"
+    assert training["cases"] == ["p11", "p12"]
+    assert (tmp_path / "logs" / "tensorboard").is_dir()
+    assert json.loads((tmp_path / "train_config.json").read_text())["views"] == ["X", "Z"]
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train(cases, cfg, tmp_path, progress=False, package_metadata=meta)
+    # resume of a finished run reloads the final weights and re-writes the same package
+    again = load_model_package(train(cases, cfg, tmp_path, resume=True, progress=False, package_metadata=meta))
+    assert torch.equal(again.models["Z"].state_dict()["fine_model.head.weight"],
+                       loaded.models["Z"].state_dict()["fine_model.head.weight"])
+
+
+def test_cli_train_on_phantoms(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--phantoms", "2", "--phantom-shape", "32x32x16", "-o", str(out), "--views", "Y",
+            "--backbone", "light", "--widths", "4,8", "--steps", "S:2,I:1,J:2", "--noisy-steps", "1",
+            "--optimizer", "adamw", "--T", "2", "--loss", "jaccard", "--no-progress"]
+    assert main(args) == 0
+    meta = load_model_package(out / "model").metadata
+    assert "not for clinical images" in meta["description"]
+    assert meta["training"]["config"]["schedule"] == [["S", 2], ["I", 1], ["J", 2], ["N", 1]]
+    assert main(args) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main(args[:-1] + ["--steps", "Q:3", "--overwrite", "--no-progress"]) == 1
+    assert "Unknown training mode" in capsys.readouterr().err
