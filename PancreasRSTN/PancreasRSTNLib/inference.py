@@ -324,7 +324,16 @@ class RSTNEngine:
         if len(boxes) == 0:
             return boxes.as_array(), None
         weight = _slice_weights(length, self.device)
-        start_a, start_b, size_a, size_b = bucket_boxes(boxes, cfg.crop_bucket, height, width)
+        pad_multiple = getattr(model.fine_model, "replicate_pad_multiple", 1)
+        replicate = cfg.crop_bucket == 1 and pad_multiple > 1 and min((boxes.a1 - boxes.a0).min(), (boxes.b1 - boxes.b0).min()) > 1
+        if replicate:
+            # The backbone replicate-pads each input to a multiple of `pad_multiple` itself; padding each crop that
+            # way here (by clamped gathering) batches all crops of one padded size with unchanged results.
+            start_a, start_b = boxes.a0, boxes.b0
+            size_a = -(-(boxes.a1 - boxes.a0) // pad_multiple) * pad_multiple
+            size_b = -(-(boxes.b1 - boxes.b0) // pad_multiple) * pad_multiple
+        else:
+            start_a, start_b, size_a, size_b = bucket_boxes(boxes, cfg.crop_bucket, height, width)
         # Saliency maps of this view, over the union of the crop boxes.
         lo = np.array([boxes.centres.min(), boxes.a0.min(), boxes.b0.min()])
         hi = np.array([boxes.centres.max() + 1, boxes.a1.max(), boxes.b1.max()])
@@ -360,8 +369,13 @@ class RSTNEngine:
         height, width = vol_v.shape[1:]
         centres = t["c"][sel]
         slices = _triplet_indices(centres, length)  # (B, 3)
-        rows = t["sa"][sel, None] + torch.arange(h, device=self.device)  # (B, h)
-        cols = t["sb"][sel, None] + torch.arange(w, device=self.device)  # (B, w)
+        ar, ac = torch.arange(h, device=self.device), torch.arange(w, device=self.device)
+        rows = t["sa"][sel, None] + ar  # (B, h) where each crop pixel would lie
+        cols = t["sb"][sel, None] + ac
+        # which crop pixel each position takes its value from: itself, or (replicate padding) the crop's last one
+        rel_r = torch.minimum(ar[None], (t["a1"][sel] - 1 - t["sa"][sel])[:, None])
+        rel_c = torch.minimum(ac[None], (t["b1"][sel] - 1 - t["sb"][sel])[:, None])
+        take_r, take_c = t["sa"][sel, None] + rel_r, t["sb"][sel, None] + rel_c
         # Saliency needs the previous probability `radius` pixels around the crop, zero outside the slice
         # (the convolutions' zero padding on the full slice), to equal the full-slice result inside the crop.
         rows_ext = t["sa"][sel, None] - radius + torch.arange(h + 2 * radius, device=self.device)
@@ -374,8 +388,10 @@ class RSTNEngine:
                 sal = model.saliency1(p_ext)
             else:
                 sal = model.saliency2(model.relu_saliency1(model.saliency1(p_ext)) * valid)
-            sal = sal[:, :, radius : radius + h, radius : radius + w]
-            image = self.window.apply(vol_v[slices[:, :, None, None], rows[:, None, :, None], cols[:, None, None, :]])
+            batch = torch.arange(len(sel), device=self.device)[:, None, None, None]
+            channel = torch.arange(3, device=self.device)[None, :, None, None]
+            sal = sal[batch, channel, (radius + rel_r)[:, None, :, None], (radius + rel_c)[:, None, None, :]]
+            image = self.window.apply(vol_v[slices[:, :, None, None], take_r[:, None, :, None], take_c[:, None, None, :]])
             with self._autocast():
                 x = (image * sal).contiguous(memory_format=torch.channels_last)
                 p = torch.sigmoid(model.fine(x).float())
@@ -383,11 +399,11 @@ class RSTNEngine:
             inside = (((rows >= t["a0"][sel, None]) & (rows < t["a1"][sel, None]))[:, None, :, None]
                       & ((cols >= t["b0"][sel, None]) & (cols < t["b1"][sel, None]))[:, None, None, :])
             p = p * inside
-            _accumulate(acc_v, centres, p, weight, length, rows=rows, cols=cols)
+            _accumulate(acc_v, centres, p, weight, length, rows=take_r, cols=take_c)
             sal_box.index_put_(
-                (torch.arange(3, device=self.device)[None, :, None, None], (centres - lo[0])[:, None, None, None],
-                 (rows - int(lo[1]))[:, None, :, None].clamp(0, sal_box.shape[2] - 1),
-                 (cols - int(lo[2]))[:, None, None, :].clamp(0, sal_box.shape[3] - 1)),
+                (channel, (centres - lo[0])[:, None, None, None],
+                 (take_r - int(lo[1]))[:, None, :, None].clamp(0, sal_box.shape[2] - 1),
+                 (take_c - int(lo[2]))[:, None, None, :].clamp(0, sal_box.shape[3] - 1)),
                 sal * inside,
                 accumulate=True,
             )

@@ -26,6 +26,9 @@ class LightUNet(nn.Module):
     """Four-level U-Net with BatchNorm; widths (16, 32, 64, 128, 256) by default."""
 
     activation_bytes_per_pixel = 600
+    # Inputs are replicate-padded to a multiple of this (when both sides exceed 1 pixel); the engine relies on it
+    # to batch fine crops of different sizes exactly.
+    replicate_pad_multiple = 16
 
     def __init__(self, in_channels: int = 3, n_class: int = 3, widths: tuple[int, ...] = (16, 32, 64, 128, 256)) -> None:
         super().__init__()
@@ -42,6 +45,7 @@ class LightUNet(nn.Module):
             self.merge.append(_double_conv(2 * w_high, w_high))
         self.head = nn.Conv2d(self.widths[0], n_class, 1)
         self.multiple = 2 ** (len(self.widths) - 1)
+        self.replicate_pad_multiple = self.multiple
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
