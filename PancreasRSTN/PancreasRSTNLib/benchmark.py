@@ -53,6 +53,7 @@ class BenchmarkSettings:
     thr: float = 0.99
     max_iter: int = 10
     precision: str = "auto"
+    coarse_downsample: int = 1
     reference: str = "auto"  # full | sample | off | auto (full when it is cheap, else sample)
     reference_sample: int = 3  # triplets timed per view and stage in "sample" mode
     scaling: tuple[int, ...] = (64, 128, 256, 512)
@@ -147,7 +148,8 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     models, weights = _models(settings)
     report["weights"] = weights
     oracle = truth if not settings.model else None
-    config = InferenceConfig(thr=settings.thr, max_iter=settings.max_iter, precision=settings.precision, oracle_mask=oracle)
+    config = InferenceConfig(thr=settings.thr, max_iter=settings.max_iter, precision=settings.precision, oracle_mask=oracle,
+                             coarse_downsample=settings.coarse_downsample)
 
     # ---- our engine: warm-up on a short slab, then repeats
     warm = InferenceConfig(thr=settings.thr, max_iter=1, precision=settings.precision,
@@ -171,7 +173,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
             for k, v in r.seconds.items():
                 stages.setdefault(f"round {r.index} {k}" if r.index else k, []).append(v)
     coarse_seconds = _median([sum(r[0].seconds[f"coarse {v}"] for v in "XYZ") for r, _ in runs])
-    coarse_tflop = _coarse_gflop(models, hu.shape) / 1000
+    coarse_tflop = _coarse_gflop(models, hu.shape) / 1000 / settings.coarse_downsample**2
     dtype = RSTNEngine(models, config, device=device).dtype
     peak = _peak_tflops(device, dtype)
     report["engine"] = {
@@ -271,7 +273,8 @@ def _scaling(settings, models, device, log) -> list[dict]:
         hu, labels = make_phantom_canonical(size=(inplane, inplane, length), seed=settings.seed + length)
         hu = np.ascontiguousarray(hu)
         config = InferenceConfig(max_iter=1, thr=settings.thr, precision=settings.precision,
-                                 oracle_mask=None if settings.model else labels == 1)
+                                 oracle_mask=None if settings.model else labels == 1,
+                                 coarse_downsample=settings.coarse_downsample)
         _, seconds = _run_engine(models, hu, config, device)
         out.append({"length": length, "inplane": inplane, "seconds": seconds, "ms_per_slice": 1000 * seconds / length})
         log(f"scaling L={length}: {seconds:.2f} s ({1000 * seconds / length:.1f} ms per slice)")
@@ -326,6 +329,7 @@ def format_markdown(report: dict) -> str:
     lines = [
         f"- device: {report['device']}; torch {report['torch']}; date {report['date']}; weights: {report['weights']}",
         f"- volume {tuple(report['settings']['shape'])}, backbone {report['settings']['backbone']}, precision {e['precision']}, "
+        f"coarse downsample x{report['settings']['coarse_downsample']}, "
         f"{e['fine_rounds']} fine rounds ({e['stop_reason']})",
         f"- **engine end to end: {e['end_to_end_s']:.2f} s** (engine {e['engine_s']:.2f} s, median of "
         f"{report['settings']['repeats']})",

@@ -41,8 +41,10 @@ def user_models_dir(create: bool = True) -> Path:
 
 def bundled_models_dirs() -> list[Path]:
     """Folders holding models shipped with the code: the repository's Resources/Models (development, pip
-    editable installs) and the module's Resources/Models (built Slicer extension)."""
-    candidates = [_REPO_ROOT / "Resources" / "Models", Path(__file__).resolve().parents[1] / "Resources" / "Models"]
+    editable installs), the module's Resources/Models (built Slicer extension) and <prefix>/share/pancreas-rstn/Models
+    (a regular pip install)."""
+    candidates = [_REPO_ROOT / "Resources" / "Models", Path(__file__).resolve().parents[1] / "Resources" / "Models",
+                  Path(sys.prefix) / "share" / "pancreas-rstn" / "Models"]
     seen: list[Path] = []
     for c in candidates:
         if c.is_dir() and c not in seen:
