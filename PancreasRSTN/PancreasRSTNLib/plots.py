@@ -12,10 +12,10 @@ import numpy as np
 def _pyplot():
     try:
         import matplotlib
-    except ImportError as exc:  # matplotlib is an optional [train] / [test] dependency
+    except ImportError as exc:  # a dependency, but Slicer installs it only on demand
         from .errors import RSTNError
 
-        raise RSTNError("Plots need matplotlib: pip install 'pancreas-rstn[train]' (or pip install matplotlib).") from exc
+        raise RSTNError("Plots need matplotlib: pip install matplotlib (in Slicer: slicer.util.pip_install(\"matplotlib\")).") from exc
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
@@ -30,21 +30,24 @@ def round_figure(ct: np.ndarray, truth: np.ndarray | None, masks: Sequence[np.nd
                  saliency: Sequence[np.ndarray] | None, saliency_title: str, path: str | Path,
                  aspect: float = 1.0) -> Path:
     """Top row: the input slice (ground truth in green), then each round's mask (red) over it. Bottom row:
-    the three saliency weight channels of one view (slices j-1, j, j+1), like Figure 5 of Yu et al. 2018."""
+    the three saliency weight channels of one view (slices j-1, j, j+1), like Figure 5 of Yu et al. 2018.
+
+    Canonical axial slices have row 0 posterior and column 0 at the patient's right: drawn with origin "lower"
+    they appear as radiologists read them (anterior up, patient's right on the viewer's left)."""
     plt = _pyplot()
     n = 1 + len(masks)
     fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.8), squeeze=False)
     img = _window(ct)
-    axes[0, 0].imshow(img, cmap="gray", aspect=aspect)
+    axes[0, 0].imshow(img, cmap="gray", aspect=aspect, origin="lower")
     if truth is not None and truth.any():
         axes[0, 0].contour(truth, levels=[0.5], colors="lime", linewidths=0.8)
     axes[0, 0].set_title("input (truth)", fontsize=8)
     for k, (m, t) in enumerate(zip(masks, titles, strict=True)):
         ax = axes[0, k + 1]
-        ax.imshow(img, cmap="gray", aspect=aspect)
+        ax.imshow(img, cmap="gray", aspect=aspect, origin="lower")
         overlay = np.zeros(m.shape + (4,), dtype=np.float32)
         overlay[m > 0] = (1.0, 0.1, 0.1, 0.55)
-        ax.imshow(overlay, aspect=aspect)
+        ax.imshow(overlay, aspect=aspect, origin="lower")
         ax.set_title(t, fontsize=8)
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -52,7 +55,7 @@ def round_figure(ct: np.ndarray, truth: np.ndarray | None, masks: Sequence[np.nd
         vmax = max(float(np.max(s)) for s in saliency) or 1.0
         for c, s in enumerate(saliency[:3]):
             ax = axes[1, c]
-            im = ax.imshow(s, cmap="jet", vmin=0, vmax=vmax, aspect=aspect)
+            im = ax.imshow(s, cmap="viridis", vmin=0, vmax=vmax, aspect=aspect, origin="lower")
             ax.set_title(f"saliency ch{c} (slice j{c - 1:+d})".replace("j+0", "j"), fontsize=8)
         fig.colorbar(im, ax=axes[1, :3].tolist(), fraction=0.05)
         axes[1, min(3, n - 1)].text(0.0, 0.5, saliency_title, fontsize=8, va="center", wrap=True)
