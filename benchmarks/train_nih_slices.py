@@ -4,7 +4,9 @@ slices in ../shared/data/nih_pancreas_slices.npz and measure the DSC on those sa
 It shows that the trainer learns real pancreas anatomy (not that it generalises: 15 slices cannot show that).
 Each slice is its own one-slice "case", so its triplet is the slice repeated three times (edge replication).
 Prediction per slice: the coarse round, then fine rounds cropped by the previous mask (margin 20) and weighted
-by the saliency of the previous probability -- Algorithm 1 on one slice.
+by the saliency of the previous probability -- Algorithm 1 on one slice. The eval-mode DSC uses the shipped model
+(BatchNorm statistics recalibrated after training unless --no-bn-recalibration); the result also reports eval mode
+with the training-time statistics and with per-slice batch statistics.
 
     python benchmarks/train_nih_slices.py --out /tmp/nih_run [--steps S:300,I:300,J:900] [--widths 16,32,64,128,256]
 
@@ -14,6 +16,7 @@ Data: Roth HR et al., Data From Pancreas-CT, The Cancer Imaging Archive, 2016 (C
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -63,6 +66,15 @@ def predict_slice(model: RSTN, image: np.ndarray, rounds: int = 3, margin: int =
     return masks
 
 
+def _per_round(model: RSTN, cases: list[TrainCase]) -> np.ndarray:
+    """(slices, 4) DSC of the coarse round and three fine rounds (a stopped prediction repeats its last DSC)."""
+    rows = []
+    for case in cases:
+        d = [dice(m, case.label[..., 0] > 0, empty=0.0) for m in predict_slice(model, case.image[..., 0])]
+        rows.append(d + [d[-1]] * (4 - len(d)))
+    return np.array(rows)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
@@ -72,6 +84,8 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--no-bn-recalibration", action="store_true",
+                   help="keep the training-time BatchNorm statistics (default: recalibrate after training)")
     args = p.parse_args()
     if not args.data.is_file():
         print(f"{args.data} not found: this check needs the shared NIH slices.", file=sys.stderr)
@@ -81,21 +95,32 @@ def main() -> int:
     schedule = tuple((m, int(n)) for m, n in (s.split(":") for s in args.steps.split(",")))
     cfg = TrainConfig(views=("Z",), backbone="light", backbone_kwargs={"widths": tuple(int(w) for w in args.widths.split(","))},
                       schedule=schedule, optimizer="adamw", lr=args.lr, coarse_lr_ratio=1.0, j_decay_every=400,
-                      checkpoint_every=0, log_every=25, seed=0)
+                      checkpoint_every=0, log_every=25, seed=0,
+                      bn_recalibration=False if args.no_bn_recalibration else None)
     t0 = time.perf_counter()
     model, summary = train_view(cases, cfg, "Z", args.out, progress=True)
     train_s = time.perf_counter() - t0
-    per_round: list[list[float]] = []
-    for case in cases:
-        masks = predict_slice(model, case.image[..., 0])
-        truth = case.label[..., 0] > 0
-        d = [dice(m, truth, empty=0.0) for m in masks]
-        per_round.append(d + [d[-1]] * (4 - len(d)))
-    arr = np.array(per_round)
+    arr = _per_round(model, cases)  # eval mode: the model as it is shipped (recalibrated BatchNorm by default)
+    # The light U-Net uses BatchNorm trained at batch 1. For comparison: eval mode with the training-time running
+    # statistics (the last checkpoint is saved before the recalibration), and per-slice batch statistics.
+    stale = RSTN(cfg.rstn_config())
+    stale.load_state_dict(torch.load(args.out / "checkpoints" / "Z_last.pt", map_location="cpu",
+                                     weights_only=True)["model"])
+    arr_stale = _per_round(stale.eval(), cases)
+    batch_stats = copy.deepcopy(model)
+    for mod in batch_stats.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.train()
+    bn_batch = [dice(predict_slice(batch_stats, c.image[..., 0])[-1], c.label[..., 0] > 0, empty=0.0) for c in cases]
     result = {"slices": len(cases), "crop": args.crop, "widths": args.widths, "steps": args.steps,
               "train_seconds": round(train_s, 1), "slices_per_s": summary["slices_per_s"],
               "dsc_mean_per_round": [round(float(v), 4) for v in arr.mean(0)],
               "dsc_final_per_slice": [round(float(v), 4) for v in arr[:, -1]],
+              "dsc_final_mean_eval_mode": round(float(arr[:, -1].mean()), 4),
+              "bn_recalibration": summary.get("bn_recalibration"),
+              "dsc_final_mean_eval_mode_training_bn_stats": round(float(arr_stale[:, -1].mean()), 4),
+              "dsc_mean_per_round_training_bn_stats": [round(float(v), 4) for v in arr_stale.mean(0)],
+              "dsc_final_mean_bn_batch_stats": round(float(np.mean(bn_batch)), 4),
               "threads": args.threads, "torch": torch.__version__}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "nih_slices_result.json").write_text(json.dumps(result, indent=2))

@@ -117,7 +117,14 @@ def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str]:
         return pkg.models, f"package {pkg.metadata['name']}"
     torch.manual_seed(settings.seed)
     config = RSTNConfig(backbone=settings.backbone, backbone_kwargs=settings.backbone_kwargs)
-    return {v: RSTN(config).eval() for v in "XYZ"}, f"random {settings.backbone} weights (seed {settings.seed})"
+    models = {v: RSTN(config).eval() for v in "XYZ"}
+    for model in models.values():
+        # From-scratch FCN-8s zeroes its score layers: every logit would be exactly 0 (p = 0.5, on the threshold)
+        # and the masks would be decided by rounding. Small random score weights give real, comparable masks.
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Conv2d) and "score" in name:
+                torch.nn.init.normal_(module.weight, std=0.01)
+    return models, f"random {settings.backbone} weights (seed {settings.seed})"
 
 
 def _coarse_gflop(models: dict[str, RSTN], shape: tuple[int, ...]) -> float:

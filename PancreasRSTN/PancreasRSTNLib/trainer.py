@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bn_recalibration import has_batchnorm, recalibrate_view
 from .errors import DatasetError, ModelPackageError, OutputExistsError, RSTNError
 from .intensity import DEFAULT_WINDOW
 from .losses import get_loss, joint_weights
@@ -89,6 +90,10 @@ class TrainConfig:
     log_every: int = 10
     amp: str = "auto"  # "auto" (bf16/fp16 on CUDA, fp32 on CPU), "off"
     init: str | None = None  # None (scratch), a model package folder, or a reference checkpoint ("{view}" in path)
+    #: After a view's training, recompute BatchNorm running stats from this many training slices (see
+    #: bn_recalibration.py; batch-1 training leaves them stale). None: on when the backbone has BatchNorm.
+    bn_recalibration: bool | None = None
+    bn_recalibration_samples: int = 500  # <= 0: every training slice of the view
 
     def __post_init__(self) -> None:
         self.views = tuple(self.views)
@@ -383,6 +388,21 @@ def _save_checkpoint(path: Path, model: RSTN, opt, sched, scaler, step: int, cfg
     os.replace(tmp, path)  # never leave a half-written checkpoint behind
 
 
+def recalibrate_bn(model: RSTN, cases: Sequence[TrainCase], cfg: TrainConfig, view: str) -> dict:
+    """BatchNorm recalibration of a trained view as configured (``cfg.bn_recalibration``; None = if the backbone
+    has BatchNorm): inference-style pass (coarse, then J-style fine crops with the fixed margin, ``cfg.T``
+    rounds) over ``cfg.bn_recalibration_samples`` seeded training slices. Deterministic; weights untouched."""
+    enabled = has_batchnorm(model) if cfg.bn_recalibration is None else bool(cfg.bn_recalibration)
+    if not enabled:
+        return {"applied": False, "reason": "disabled" if cfg.bn_recalibration is False else "no BatchNorm layers"}
+    t0 = time.perf_counter()
+    info = recalibrate_view(model, cases, view, cfg.bn_recalibration_samples, cfg.slice_threshold,
+                            seed=cfg.seed * 1000 + "XYZ".index(view), rounds=cfg.T, margin=cfg.margin_fixed)
+    info["seconds"] = round(time.perf_counter() - t0, 2)
+    log.info("view %s: BatchNorm statistics recalibrated on %s slices", view, info.get("samples"))
+    return info
+
+
 def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Path, resume: bool = False,
                device: str = "auto", progress: bool = True, stop_after: int | None = None,
                dist_info: DistInfo | None = None) -> tuple[RSTN, dict]:
@@ -507,8 +527,9 @@ def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Pat
         if not summary["ddp_ranks_in_sync"]:
             raise RSTNError(f"DDP ranks ended view {view} with different weights; report this as a bug.")
     if dist_info.main:
-        _save_checkpoint(last, model, opt, sched, scaler, step, cfg, view)
+        _save_checkpoint(last, model, opt, sched, scaler, step, cfg, view)  # training-time BN stats: resumable
         if step >= total:
+            summary["bn_recalibration"] = recalibrate_bn(model, cases, cfg, view)
             _save_checkpoint(_checkpoint_path(out, view, "final"), model, opt, sched, scaler, step, cfg, view)
     if tb is not None:
         tb.close()

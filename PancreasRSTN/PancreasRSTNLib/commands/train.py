@@ -51,6 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--negative-fraction", type=float, default=0.0, help="organ-free slices per organ slice (not in the reference)")
     p.add_argument("--init", default=None, help="model package folder or reference checkpoint ({view} in the path is "
                    "replaced by X/Y/Z); default: from scratch")
+    p.add_argument("--no-bn-recalibration", action="store_true", help="keep the BatchNorm running statistics of "
+                   "training (default: recompute them from training slices after each view, if the backbone has "
+                   "BatchNorm)")
+    p.add_argument("--bn-recalibration-samples", type=int, default=500, help="training slices per view for the "
+                   "BatchNorm recalibration (0: all)")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--resume", action="store_true", help="continue the run in OUT exactly where it stopped")
@@ -142,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         coarse_lr_ratio=args.coarse_lr_ratio, momentum=args.momentum, weight_decay=args.weight_decay,
         slice_threshold=args.slice_threshold, negative_fraction=args.negative_fraction, seed=args.seed,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, init=args.init,
+        bn_recalibration=False if args.no_bn_recalibration else None,
+        bn_recalibration_samples=args.bn_recalibration_samples,
     )
     metadata = {"name": args.name or args.out.name, "organ": args.organ, "training": {"data": provenance}}
     if args.label_value is not None:
