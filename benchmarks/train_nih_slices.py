@@ -80,6 +80,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", default="S:300,I:300,J:900")
     p.add_argument("--widths", default="16,32,64,128,256", help="light U-Net widths")
+    p.add_argument("--norm", default="batch", choices=["batch", "instance"], help="light U-Net normalisation")
     p.add_argument("--crop", type=int, default=None, help="centred crop size (default: full 512x512 slices)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
@@ -93,7 +94,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     cases = load_cases(args.data, args.crop)
     schedule = tuple((m, int(n)) for m, n in (s.split(":") for s in args.steps.split(",")))
-    cfg = TrainConfig(views=("Z",), backbone="light", backbone_kwargs={"widths": tuple(int(w) for w in args.widths.split(","))},
+    cfg = TrainConfig(views=("Z",), backbone="light", backbone_kwargs={"widths": tuple(int(w) for w in args.widths.split(",")), "norm": args.norm},
                       schedule=schedule, optimizer="adamw", lr=args.lr, coarse_lr_ratio=1.0, j_decay_every=400,
                       checkpoint_every=0, log_every=25, seed=0,
                       bn_recalibration=False if args.no_bn_recalibration else None)
@@ -112,7 +113,7 @@ def main() -> int:
         if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
             mod.train()
     bn_batch = [dice(predict_slice(batch_stats, c.image[..., 0])[-1], c.label[..., 0] > 0, empty=0.0) for c in cases]
-    result = {"slices": len(cases), "crop": args.crop, "widths": args.widths, "steps": args.steps,
+    result = {"slices": len(cases), "crop": args.crop, "widths": args.widths, "norm": args.norm, "steps": args.steps,
               "train_seconds": round(train_s, 1), "slices_per_s": summary["slices_per_s"],
               "dsc_mean_per_round": [round(float(v), 4) for v in arr.mean(0)],
               "dsc_final_per_slice": [round(float(v), 4) for v in arr[:, -1]],

@@ -11,13 +11,24 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _double_conv(cin: int, cout: int) -> nn.Sequential:
+def _norm(kind: str, channels: int) -> nn.Module:
+    """'batch' (running statistics at inference) or 'instance' (each slice's own statistics, always). With the
+    reference's batch size of 1, BatchNorm trains exactly like instance normalisation; 'instance' keeps that
+    behaviour at inference, where running statistics may fit no single slice."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise ValueError(f"Unknown norm '{kind}': use 'batch' or 'instance'.")
+
+
+def _double_conv(cin: int, cout: int, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        _norm(norm, cout),
         nn.ReLU(inplace=True),
         nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        _norm(norm, cout),
         nn.ReLU(inplace=True),
     )
 
@@ -30,19 +41,21 @@ class LightUNet(nn.Module):
     # to batch fine crops of different sizes exactly.
     replicate_pad_multiple = 16
 
-    def __init__(self, in_channels: int = 3, n_class: int = 3, widths: tuple[int, ...] = (16, 32, 64, 128, 256)) -> None:
+    def __init__(self, in_channels: int = 3, n_class: int = 3, widths: tuple[int, ...] = (16, 32, 64, 128, 256),
+                 norm: str = "batch") -> None:
         super().__init__()
         self.widths = tuple(widths)
+        self.norm = norm
         self.down = nn.ModuleList()
         cin = in_channels
         for w in self.widths:
-            self.down.append(_double_conv(cin, w))
+            self.down.append(_double_conv(cin, w, norm))
             cin = w
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
         for w_low, w_high in zip(self.widths[::-1][:-1], self.widths[::-1][1:]):
             self.up.append(nn.ConvTranspose2d(w_low, w_high, 2, stride=2))
-            self.merge.append(_double_conv(2 * w_high, w_high))
+            self.merge.append(_double_conv(2 * w_high, w_high, norm))
         self.head = nn.Conv2d(self.widths[0], n_class, 1)
         self.multiple = 2 ** (len(self.widths) - 1)
         self.replicate_pad_multiple = self.multiple

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=("rstn", "c2f"), default="rstn", help="rstn, or the stage-wise C2F baseline")
     p.add_argument("--backbone", default="fcn8s", help="fcn8s (reference) or light")
     p.add_argument("--widths", default=None, help="light backbone widths, e.g. 16,32,64,128")
+    p.add_argument("--norm", default=None, choices=["batch", "instance"],
+                   help="light backbone normalisation (batch: running statistics; instance: each slice's own)")
     p.add_argument("--T", type=int, default=1, help="unrolled fine iterations in the joint loss (paper: 1..5)")
     p.add_argument("--loss", choices=("dsc", "jaccard"), default="dsc")
     p.add_argument("--steps", default=None, help="steps per view of each stage, e.g. S:200,I:600,J:800 or C2F:1000")
@@ -123,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {}
     if args.widths:
         kwargs["widths"] = tuple(int(w) for w in args.widths.split(","))
+    if args.norm:
+        kwargs["norm"] = args.norm
     j_decay = args.j_decay_every or 0
     if args.epochs:
         from ..training_data import view_samples
