@@ -69,3 +69,17 @@ def test_reduced_precision_path_agrees_with_fp32():
     assert fp32[-1].mask.any()
     assert dice(fp32[-1].mask, bf16[-1].mask) >= 0.98
     assert np.abs(fp32[0].probability - bf16[0].probability).max() < 0.1
+
+
+def test_instance_norm_light_unet_uses_each_slice_own_statistics():
+    torch.manual_seed(0)
+    net = build_backbone("light", widths=(4, 8), norm="instance").eval()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    x = torch.rand(3, 3, 32, 40)
+    x[1] *= 50  # a very different slice in the same batch
+    with torch.no_grad():
+        together = net(x)
+        alone = net(x[:1])
+    assert torch.allclose(together[:1], alone, atol=1e-5)
+    with pytest.raises(ValueError, match="Unknown norm"):
+        build_backbone("light", norm="group")
