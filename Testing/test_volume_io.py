@@ -93,8 +93,12 @@ def test_non_ct_is_refused(values, reason):
     validate_ct(img, allow_non_ct=True)  # the user may override the HU check
 
 
-def test_real_ct_passes(shared_dir):
-    validate_ct(read_image(shared_dir / "data" / "totalseg_ct_abdomen_3mm.nii.gz"))
+def test_real_ct_passes_and_its_unrescaled_copy_does_not(shared_dir):
+    img = read_image(shared_dir / "data" / "totalseg_ct_abdomen_3mm.nii.gz")
+    validate_ct(img)  # a real CT in HU is accepted
+    shifted = sitk.Cast(img, sitk.sitkFloat32) + 1024.0  # the same CT stored without its rescale intercept
+    with pytest.raises(InputImageError, match="no values below 0"):
+        validate_ct(shifted)
 
 
 def test_write_refuses_to_overwrite(tmp_path):
