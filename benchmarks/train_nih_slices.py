@@ -8,7 +8,13 @@ by the saliency of the previous probability -- Algorithm 1 on one slice. The eva
 (BatchNorm statistics recalibrated after training unless --no-bn-recalibration); the result also reports eval mode
 with the training-time statistics and with per-slice batch statistics.
 
-    python benchmarks/train_nih_slices.py --out /tmp/nih_run [--steps S:300,I:300,J:900] [--widths 16,32,64,128,256]
+    python benchmarks/train_nih_slices.py --out /tmp/nih_run --crop 256 --widths 8,16,32,64,128 \
+        --steps S:200,I:200,J:600 --threads 1
+
+Measured 2026-11-22 on the 2-core CPU (other jobs running): 477 s of training (2.1 slices/s), eval-mode DSC
+0.9626 mean over the 15 slices (min 0.941, max 0.982) with --norm instance (the default); with --norm batch
+the eval-mode DSC was 0.897 (0.891 after BatchNorm recalibration): running statistics fit no single slice.
+Result: benchmarks/results/nih_slices_instance_norm.json.
 
 Data: Roth HR et al., Data From Pancreas-CT, The Cancer Imaging Archive, 2016 (CC BY 4.0).
 """
@@ -80,7 +86,8 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", default="S:300,I:300,J:900")
     p.add_argument("--widths", default="16,32,64,128,256", help="light U-Net widths")
-    p.add_argument("--norm", default="batch", choices=["batch", "instance"], help="light U-Net normalisation")
+    p.add_argument("--norm", default="instance", choices=["batch", "instance"],
+                   help="light U-Net normalisation (instance: what batch-1 training learns; batch: running statistics)")
     p.add_argument("--crop", type=int, default=None, help="centred crop size (default: full 512x512 slices)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
