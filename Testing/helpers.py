@@ -44,3 +44,13 @@ def ct_image(shape_xyz=(24, 20, 12), direction=None, seed: int = 0, dtype=np.int
     if direction is not None:
         img.SetDirection(tuple(np.asarray(direction, float).reshape(-1)))
     return img
+
+
+def rotation(axis: int, degrees: float) -> np.ndarray:
+    """A rotation matrix about one axis, to build oblique direction cosines."""
+    a = np.deg2rad(degrees)
+    c, s = np.cos(a), np.sin(a)
+    i, j = [k for k in range(3) if k != axis]
+    r = np.eye(3)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r

@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from helpers import rotation
 from PancreasRSTNLib.geometry import canonical_box_to_image, from_canonical, to_canonical
-
-
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-    a = np.deg2rad(degrees)
-    c, s = np.cos(a), np.sin(a)
-    i, j = [k for k in range(3) if k != axis]
-    r = np.eye(3)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
 
 
 def _image(direction: np.ndarray, size=(13, 11, 7), spacing=(0.8, 1.3, 2.5), origin=(-12.5, 40.25, 7.0)) -> sitk.Image:
@@ -37,9 +29,9 @@ def _directions():
             for col, (row, sign) in enumerate(zip(perm, signs)):
                 d[row, col] = sign
             yield f"perm{perm}-flip{signs}", d
-    yield "oblique-20deg-z", _rotation(2, 20)
-    yield "oblique-35deg-x-flipped", _rotation(0, 35) @ np.diag([1, -1, -1])
-    yield "oblique-compound", _rotation(1, 25) @ _rotation(2, -30)
+    yield "oblique-20deg-z", rotation(2, 20)
+    yield "oblique-35deg-x-flipped", rotation(0, 35) @ np.diag([1, -1, -1])
+    yield "oblique-compound", rotation(1, 25) @ rotation(2, -30)
 
 
 @pytest.mark.parametrize("name,direction", list(_directions()), ids=[n for n, _ in _directions()])
@@ -75,7 +67,7 @@ def test_canonical_axes_point_anterior_left_inferior(name, direction):
 
 
 def test_sub_box_lands_on_the_same_voxels():
-    img = _image(_rotation(0, 35) @ np.diag([1, -1, -1]))
+    img = _image(rotation(0, 35) @ np.diag([1, -1, -1]))
     canonical, geometry = to_canonical(img)
     offset, shape = (2, 3, 1), (4, 5, 3)
     sub = canonical[offset[0]:offset[0] + shape[0], offset[1]:offset[1] + shape[1], offset[2]:offset[2] + shape[2]]

@@ -21,10 +21,9 @@ from pathlib import Path
 import torch
 
 from PancreasRSTNLib.bn_recalibration import recalibrate_view
-from PancreasRSTNLib.intensity import DEFAULT_WINDOW
 from PancreasRSTNLib.model_package import load_model_package, save_model_package
-from PancreasRSTNLib.phantom import make_phantom_canonical, parse_triple
-from PancreasRSTNLib.trainer import TrainCase
+from PancreasRSTNLib.phantom import parse_triple
+from PancreasRSTNLib.trainer import phantom_cases
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "Resources" / "Models" / "PancreasRSTN-demo-phantom-light"
@@ -47,12 +46,7 @@ def main() -> int:
     package = load_model_package(args.model)
     meta = package.metadata
     cfg = meta.get("training", {}).get("config", {})
-    size = parse_triple(args.phantom_shape, int)
-    seeds = range(args.phantom_seed, args.phantom_seed + args.phantoms)
-    cases = []
-    for s in seeds:
-        hu, label = make_phantom_canonical(size, seed=s)
-        cases.append(TrainCase(f"phantom_{s:05d}", DEFAULT_WINDOW.apply(hu), label))
+    cases, provenance = phantom_cases(parse_triple(args.phantom_shape, int), args.phantom_seed, args.phantoms)
     per_view = {}
     for view, model in package.models.items():
         per_view[view] = recalibrate_view(model, cases, view, n=args.samples,
@@ -64,8 +58,7 @@ def main() -> int:
     training = dict(meta.get("training", {}))
     training["bn_recalibration"] = {
         "views": per_view,
-        "data": {"source": "synthetic phantoms (pancreas-rstn phantom)", "shape": list(size),
-                 "seeds": [seeds.start, seeds.stop - 1]},
+        "data": provenance,
         "weights_changed": False,
         "recipe": "python scripts/recalibrate_demo_model.py " + " ".join(sys.argv[1:]),
         "seconds": round(time.perf_counter() - t0, 1),

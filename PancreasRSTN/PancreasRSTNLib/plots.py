@@ -22,6 +22,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    """Write a figure as PNG (creating its folder) and free it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def _window(ct: np.ndarray, low: float = -160.0, high: float = 240.0) -> np.ndarray:
     return np.clip((ct.astype(np.float32) - low) / (high - low), 0, 1)
 
@@ -59,11 +68,7 @@ def round_figure(ct: np.ndarray, truth: np.ndarray | None, masks: Sequence[np.nd
             ax.set_title(f"saliency ch{c} (slice j{c - 1:+d})".replace("j+0", "j"), fontsize=8)
         fig.colorbar(im, ax=axes[1, :3].tolist(), fraction=0.05)
         axes[1, min(3, n - 1)].text(0.0, 0.5, saliency_title, fontsize=8, va="center", wrap=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def dsc_boxplot(values: Mapping[str, Sequence[float]], path: str | Path, title: str = "DSC per case") -> Path:
@@ -80,11 +85,7 @@ def dsc_boxplot(values: Mapping[str, Sequence[float]], path: str | Path, title: 
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def round_curves(series: Mapping[str, Sequence[Sequence[float]]], path: str | Path, ylabel: str,
@@ -106,8 +107,4 @@ def round_curves(series: Mapping[str, Sequence[Sequence[float]]], path: str | Pa
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -60,6 +60,21 @@ class TrainCase:
     label: np.ndarray
 
 
+def phantom_cases(size: tuple[int, int, int], first_seed: int, count: int) -> tuple[list[TrainCase], dict]:
+    """Training cases from synthetic phantoms (seeds first_seed .. first_seed+count-1), plus their provenance."""
+    from .intensity import DEFAULT_WINDOW
+    from .phantom import make_phantom_canonical
+
+    seeds = range(first_seed, first_seed + count)
+    cases = []
+    for seed in seeds:
+        hu, label = make_phantom_canonical(size, seed=seed)
+        cases.append(TrainCase(f"phantom_{seed:05d}", DEFAULT_WINDOW.apply(hu), label))
+    provenance = {"source": "synthetic phantoms (pancreas-rstn phantom)", "shape": list(size),
+                  "seeds": [seeds.start, seeds.stop - 1]}
+    return cases, provenance
+
+
 @dataclass
 class TrainConfig:
     views: tuple[str, ...] = ("X", "Y", "Z")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from helpers import rotation  # noqa: F401 (re-exported to the Slicer tests)
+
 
 def add_volume_from_image(scene, image: sitk.Image, name: str = "CT", ijk_to_ras: np.ndarray | None = None,
                           class_name: str = "vtkMRMLScalarVolumeNode"):
@@ -17,15 +19,6 @@ def add_volume_from_image(scene, image: sitk.Image, name: str = "CT", ijk_to_ras
         node.SetIJKToRASMatrix(_vtk_matrix(ijk_to_ras))
     node.CreateDefaultDisplayNodes()
     return node
-
-
-def rotation(axis: int, degrees: float) -> np.ndarray:
-    a = np.deg2rad(degrees)
-    c, s = np.cos(a), np.sin(a)
-    i, j = [k for k in range(3) if k != axis]
-    r = np.eye(3)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
 
 
 def ijk_to_ras(direction_ras: np.ndarray, spacing, origin_ras) -> np.ndarray:

@@ -85,17 +85,10 @@ def load_cases(args: argparse.Namespace) -> tuple[list, dict]:
     from ..trainer import TrainCase
 
     if args.phantoms is not None:
-        from ..intensity import DEFAULT_WINDOW
-        from ..phantom import make_phantom_canonical, parse_triple
+        from ..phantom import parse_triple
+        from ..trainer import phantom_cases
 
-        size = parse_triple(args.phantom_shape, int)
-        seeds = range(args.phantom_seed, args.phantom_seed + args.phantoms)
-        cases = []
-        for s in seeds:
-            hu, label = make_phantom_canonical(size, seed=s)
-            cases.append(TrainCase(f"phantom_{s:05d}", DEFAULT_WINDOW.apply(hu), label))
-        return cases, {"source": "synthetic phantoms (pancreas-rstn phantom)", "shape": list(size),
-                       "seeds": [seeds.start, seeds.stop - 1]}
+        return phantom_cases(parse_triple(args.phantom_shape, int), args.phantom_seed, args.phantoms)
     from ..data_cache import build_cache
     from ..datasets import open_dataset
     from ..training_data import kfold_split
