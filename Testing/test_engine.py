@@ -11,6 +11,7 @@ from helpers import demo_model_dir, tiny_models
 from PancreasRSTNLib.errors import InputImageError, ModelPackageError, RunCancelled
 from PancreasRSTNLib.inference import InferenceConfig, RSTNEngine
 from PancreasRSTNLib.metrics import dice
+from PancreasRSTNLib.model import RSTN, RSTNConfig
 from PancreasRSTNLib.model_package import load_model_package
 from PancreasRSTNLib.phantom import make_phantom_canonical
 from PancreasRSTNLib.reference_loop import reference_segment
@@ -91,6 +92,21 @@ def test_view_subset_and_empty_prediction():
         models["Z"].coarse_model.head.bias.fill_(-50.0)
     rounds = list(RSTNEngine(models, InferenceConfig(views=("Z",)), device="cpu").run(hu))
     assert len(rounds) == 1 and rounds[0].stop_reason == "empty" and rounds[0].voxel_count == 0
+
+
+def test_cpu_batches_fit_the_cache_and_the_memory_budget():
+    """On the CPU a batch's full-resolution activation stays near 16 MiB (bigger batches measured slower)."""
+    light = RSTN(RSTNConfig(backbone="light", backbone_kwargs={"widths": (8, 16, 32, 64)}))
+    engine = RSTNEngine({"Z": light}, InferenceConfig(views=("Z",)), device="cpu")
+    model = engine.models["Z"]
+    assert engine._batch_size(model, 512 * 240) == 4  # 4 x 8 channels x 4 bytes x 122,880 pixels = 15.7 MB
+    assert engine._batch_size(model, 512 * 512) == 2
+    assert engine._batch_size(model, 120 * 120) == 36
+    assert engine._batch_size(model, 4096 * 4096) == 1  # never 0
+    engine.config.memory_budget_gb = 0.05  # the memory budget wins when it is the smaller bound
+    assert engine._batch_size(model, 120 * 120) == 6
+    engine.config.batch_size = 7  # an explicit batch size overrides both
+    assert engine._batch_size(model, 512 * 512) == 7
 
 
 def test_bad_configuration_messages():

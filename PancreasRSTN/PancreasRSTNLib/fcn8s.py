@@ -29,6 +29,8 @@ class FCN8s(nn.Module):
 
     # Rough peak activation bytes per input pixel at batch 1 in inference (fp32), used for adaptive batching.
     activation_bytes_per_pixel = 2600
+    # Channels of the widest full-resolution activation; sizes CPU batches to the cache (inference.py).
+    full_resolution_channels = 64
 
     def __init__(self, in_channels: int = 3, n_class: int = 3) -> None:
         super().__init__()

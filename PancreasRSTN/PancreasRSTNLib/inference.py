@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 VIEW_AXES: dict[str, int] = {"X": 0, "Y": 1, "Z": 2}
 ProgressCallback = Callable[[float, str], None]
+# On the CPU a batch is fastest when one full-resolution activation of it fits in about this many bytes: light
+# U-Net (widths 8-64) at 512x240, 2 cores / 32 MiB L3: 22 ms per slice at batch 4 (15.7 MB), 36 ms at batch 12.
+CPU_CACHE_BYTES = 16 * 2**20
 CancelCallback = Callable[[], bool]
 
 
@@ -182,10 +185,12 @@ class RSTNEngine:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def _batch_size(self, model: torch.nn.Module, pixels: int) -> int:
-        """Triplets per batch so that activations fit the memory budget."""
+        """Triplets per batch: activations must fit the memory budget, and on the CPU the full-resolution
+        activations of one batch should stay in cache (bigger batches are slower there, see CPU_CACHE_BYTES)."""
         if self.config.batch_size:
             return int(self.config.batch_size)
-        per_pixel = getattr(model.coarse_model, "activation_bytes_per_pixel", 2600)
+        backbone = model.coarse_model
+        per_pixel = getattr(backbone, "activation_bytes_per_pixel", 2600)
         if self.dtype != torch.float32:
             per_pixel //= 2
         if self.config.memory_budget_gb:
@@ -195,7 +200,11 @@ class RSTNEngine:
             budget = min(0.5 * free, 6 * 2**30)  # keeps the peak near 8 GB on large GPUs
         else:
             budget = 1.5 * 2**30
-        return int(max(1, min(256, budget // max(1, per_pixel * pixels))))
+        batch = budget // max(1, per_pixel * pixels)
+        if self.device.type == "cpu":
+            channels = getattr(backbone, "full_resolution_channels", 64)
+            batch = min(batch, CPU_CACHE_BYTES // (4 * channels * max(1, pixels)))
+        return int(max(1, min(256, batch)))
 
     # ----------------------------------------------------------------- main loop
     def run(
@@ -266,8 +275,7 @@ class RSTNEngine:
             seconds["fusion"] = self._elapsed(t0)
             if cfg.postprocess:
                 t0 = time.perf_counter()
-                kept = keep_large_components(new_mask.cpu().numpy())
-                new_mask = torch.from_numpy(kept).to(self.device)
+                new_mask = keep_large_components(new_mask)
                 seconds["postprocess"] = self._elapsed(t0)
             dsc = dice(mask, new_mask, empty=1.0)
             converged = dsc >= cfg.thr

@@ -57,6 +57,7 @@ class LightUNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(w_low, w_high, 2, stride=2))
             self.merge.append(_double_conv(2 * w_high, w_high, norm))
         self.head = nn.Conv2d(self.widths[0], n_class, 1)
+        self.full_resolution_channels = self.widths[0]  # sizes CPU batches to the cache (inference.py)
         self.multiple = 2 ** (len(self.widths) - 1)
         self.replicate_pad_multiple = self.multiple
 
