@@ -9,7 +9,7 @@ import torch
 
 from helpers import demo_model_dir, tiny_models
 from PancreasRSTNLib.errors import InputImageError, ModelPackageError, RunCancelled
-from PancreasRSTNLib.inference import InferenceConfig, RSTNEngine
+from PancreasRSTNLib.inference import InferenceConfig, RSTNEngine, cudnn_autotuning
 from PancreasRSTNLib.metrics import dice
 from PancreasRSTNLib.model import RSTN, RSTNConfig
 from PancreasRSTNLib.model_package import load_model_package
@@ -107,6 +107,16 @@ def test_cpu_batches_fit_the_cache_and_the_memory_budget():
     assert engine._batch_size(model, 120 * 120) == 6
     engine.config.batch_size = 7  # an explicit batch size overrides both
     assert engine._batch_size(model, 512 * 512) == 7
+
+
+def test_cudnn_autotuning_is_scoped_and_restored():
+    """The engine switches cuDNN's autotuner per stage and gives the process its own setting back."""
+    before = torch.backends.cudnn.benchmark
+    with pytest.raises(RuntimeError):
+        with cudnn_autotuning(not before):
+            assert torch.backends.cudnn.benchmark is (not before)
+            raise RuntimeError("a failed batch")
+    assert torch.backends.cudnn.benchmark is before
 
 
 def test_bad_configuration_messages():

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +40,9 @@ ProgressCallback = Callable[[float, str], None]
 # On the CPU a batch is fastest when one full-resolution activation of it fits in about this many bytes: light
 # U-Net (widths 8-64) at 512x240, 2 cores / 32 MiB L3: 22 ms per slice at batch 4 (15.7 MB), 36 ms at batch 12.
 CPU_CACHE_BYTES = 16 * 2**20
+# cuDNN autotunes a view's fine stage only when its crops come in at most this many input shapes (see
+# cudnn_autotuning); exact FCN-8s crops give nearly one shape per batch.
+AUTOTUNE_MAX_SHAPES = 16
 CancelCallback = Callable[[], bool]
 
 
@@ -165,8 +168,6 @@ class RSTNEngine:
         self.window = window
         self.models = {v: prepare_for_inference(models[v], self.device) for v in self.config.views}
         self.dtype = self._compute_dtype()
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
 
     # ----------------------------------------------------------------- set-up helpers
     def _compute_dtype(self) -> torch.dtype:
@@ -298,27 +299,28 @@ class RSTNEngine:
         pixels = vol_v.shape[1] * vol_v.shape[2]
         factor = self.config.coarse_downsample
         batch = self._batch_size(model, -(-pixels // factor**2))
-        start = 0
-        while start < length:
-            self._check_cancel()
-            centres = torch.arange(start, min(start + batch, length), device=self.device)
-            try:
-                with torch.inference_mode(), self._autocast():
-                    x = self.window.apply(vol_v[_triplet_indices(centres, length)])
-                    if factor > 1:
-                        x = torch.nn.functional.avg_pool2d(x, factor, ceil_mode=True)
-                    x = x.contiguous(memory_format=torch.channels_last)
-                    logits = model.coarse(x).float()
-                    if factor > 1:
-                        logits = torch.nn.functional.interpolate(logits, size=vol_v.shape[1:], mode="bilinear",
-                                                                 align_corners=False)
-                    p = torch.sigmoid(logits)
-            except torch.OutOfMemoryError:
-                batch = self._shrink_batch(batch)
-                continue
-            _accumulate(acc_v, centres, p, weight, length, rows=None, cols=None)
-            start += len(centres)
-            self._advance(len(centres) * pixels, f"coarse {view}")
+        with cudnn_autotuning(self.device.type == "cuda"):  # one input shape per view: worth it
+            start = 0
+            while start < length:
+                self._check_cancel()
+                centres = torch.arange(start, min(start + batch, length), device=self.device)
+                try:
+                    with torch.inference_mode(), self._autocast():
+                        x = self.window.apply(vol_v[_triplet_indices(centres, length)])
+                        if factor > 1:
+                            x = torch.nn.functional.avg_pool2d(x, factor, ceil_mode=True)
+                        x = x.contiguous(memory_format=torch.channels_last)
+                        logits = model.coarse(x).float()
+                        if factor > 1:
+                            logits = torch.nn.functional.interpolate(logits, size=vol_v.shape[1:], mode="bilinear",
+                                                                     align_corners=False)
+                        p = torch.sigmoid(logits)
+                except torch.OutOfMemoryError:
+                    batch = self._shrink_batch(batch)
+                    continue
+                _accumulate(acc_v, centres, p, weight, length, rows=None, cols=None)
+                start += len(centres)
+                self._advance(len(centres) * pixels, f"coarse {view}")
 
     def _fine_view(
         self, volume: torch.Tensor, prob: torch.Tensor, crop_source: torch.Tensor, view: str, acc: torch.Tensor
@@ -353,20 +355,21 @@ class RSTNEngine:
         as_t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in {
             "c": boxes.centres, "a0": boxes.a0, "a1": boxes.a1, "b0": boxes.b0, "b1": boxes.b1,
             "sa": start_a, "sb": start_b}.items()}
-        for (h, w), members in sorted(groups.items()):
-            batch = self._batch_size(model, h * w)
-            members_t = torch.tensor(members, device=self.device)
-            pos = 0
-            while pos < len(members):
-                self._check_cancel()
-                sel = members_t[pos : pos + batch]
-                try:
-                    self._fine_batch(model, vol_v, prob_v, acc_v, sal_box, lo, as_t, sel, h, w, radius, weight, length)
-                except torch.OutOfMemoryError:
-                    batch = self._shrink_batch(batch)
-                    continue
-                pos += len(sel)
-                self._advance(len(sel) * h * w, f"fine {view}")
+        with cudnn_autotuning(self.device.type == "cuda" and len(groups) <= AUTOTUNE_MAX_SHAPES):
+            for (h, w), members in sorted(groups.items()):
+                batch = self._batch_size(model, h * w)
+                members_t = torch.tensor(members, device=self.device)
+                pos = 0
+                while pos < len(members):
+                    self._check_cancel()
+                    sel = members_t[pos : pos + batch]
+                    try:
+                        self._fine_batch(model, vol_v, prob_v, acc_v, sal_box, lo, as_t, sel, h, w, radius, weight, length)
+                    except torch.OutOfMemoryError:
+                        batch = self._shrink_batch(batch)
+                        continue
+                    pos += len(sel)
+                    self._advance(len(sel) * h * w, f"fine {view}")
         channels = sal_box.movedim(1, 1 + axis).cpu().numpy()
         offset = [0, 0, 0]
         other = [a for a in range(3) if a != axis]
@@ -469,6 +472,19 @@ class RSTNEngine:
             converged=converged,
             stop_reason=stop,
         )
+
+
+@contextmanager
+def cudnn_autotuning(enabled: bool) -> Iterator[None]:
+    """cuDNN's autotuner searches the fastest kernels once per input shape: a gain when a shape repeats over many
+    batches (the coarse stage), a loss when nearly every batch brings a new shape (exact fine crops). The caller's
+    setting is restored afterwards (Slicer's Python process is shared with other modules)."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 def _triplet_indices(centres: torch.Tensor, length: int) -> torch.Tensor:
