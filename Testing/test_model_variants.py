@@ -67,7 +67,7 @@ def test_reduced_precision_path_agrees_with_fp32():
     assert bf16_engine.dtype == torch.bfloat16
     bf16 = list(bf16_engine.run(hu))
     assert fp32[-1].mask.any()
-    assert dice(fp32[-1].mask, bf16[-1].mask) >= 0.98
+    assert dice(fp32[-1].mask, bf16[-1].mask) >= 0.99  # the target for bf16 against fp32
     assert np.abs(fp32[0].probability - bf16[0].probability).max() < 0.1
 
 
