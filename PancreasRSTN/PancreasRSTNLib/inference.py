@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .backbones import fold_batch_norms
-from .boxes import bucket_boxes, triplet_boxes
+from .boxes import TripletBoxes, bucket_boxes, triplet_boxes
 from .errors import DeviceOutOfMemoryError, InputImageError, ModelPackageError, RunCancelled
 from .intensity import DEFAULT_WINDOW, HUWindow
 from .metrics import dice
@@ -258,14 +258,17 @@ class RSTNEngine:
             saliency: dict[str, SaliencyMaps] = {}
             boxes_out: dict[str, np.ndarray] = {}
             crop_source = oracle if oracle is not None else mask
+            t0 = time.perf_counter()
+            boxes_by_view = {v: triplet_boxes(crop_source.movedim(VIEW_AXES[v], 0), cfg.margin) for v in cfg.views}
+            seconds["crop boxes"] = self._elapsed(t0)
             if not fine_units_seen:
                 # Replace the guess of the fine rounds' cost by their real cost once it is known.
-                units = self._fine_units(crop_source)
+                units = max(1.0, sum(float(((b.a1 - b.a0) * (b.b1 - b.b0)).sum()) for b in boxes_by_view.values()))
                 self._work["total"] = self._work["done"] + units * (cfg.max_iter - r + 1)
                 fine_units_seen = True
             for view in cfg.views:
                 t0 = time.perf_counter()
-                boxes, maps = self._fine_view(volume, prob, crop_source, view, acc)
+                boxes, maps = self._fine_view(volume, prob, boxes_by_view[view], view, acc)
                 boxes_out[view] = boxes
                 if maps is not None:
                     saliency[view] = maps
@@ -323,14 +326,13 @@ class RSTNEngine:
                 self._advance(len(centres) * pixels, f"coarse {view}")
 
     def _fine_view(
-        self, volume: torch.Tensor, prob: torch.Tensor, crop_source: torch.Tensor, view: str, acc: torch.Tensor
+        self, volume: torch.Tensor, prob: torch.Tensor, boxes: TripletBoxes, view: str, acc: torch.Tensor
     ) -> tuple[np.ndarray, SaliencyMaps | None]:
         cfg = self.config
         axis = VIEW_AXES[view]
         model = self.models[view]
         vol_v, prob_v, acc_v = (t.movedim(axis, 0) for t in (volume, prob, acc))
         length, height, width = vol_v.shape
-        boxes = triplet_boxes(crop_source.movedim(axis, 0), cfg.margin)
         if len(boxes) == 0:
             return boxes.as_array(), None
         weight = _slice_weights(length, self.device)
@@ -420,13 +422,6 @@ class RSTNEngine:
             )
 
     # ----------------------------------------------------------------- bookkeeping
-    def _fine_units(self, crop_source: torch.Tensor) -> float:
-        units = 0.0
-        for view in self.config.views:
-            boxes = triplet_boxes(crop_source.movedim(VIEW_AXES[view], 0), self.config.margin)
-            units += float(((boxes.a1 - boxes.a0) * (boxes.b1 - boxes.b0)).sum())
-        return max(units, 1.0)
-
     def _shrink_batch(self, batch: int) -> int:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
