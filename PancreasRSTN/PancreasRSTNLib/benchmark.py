@@ -137,12 +137,14 @@ def _coarse_gflop(models: dict[str, RSTN], shape: tuple[int, ...]) -> float:
     return total
 
 
-def _run_engine(models, hu, config, device) -> tuple[list, float]:
+def _run_engine(models, hu, config, device) -> tuple[list, float, torch.dtype]:
+    """One timed run, engine set-up (weights to the device, BatchNorm folding) included."""
     _sync(device)
     t0 = time.perf_counter()
-    rounds = list(RSTNEngine(models, config, device=device).run(hu))
+    engine = RSTNEngine(models, config, device=device)
+    rounds = list(engine.run(hu))
     _sync(device)
-    return rounds, time.perf_counter() - t0
+    return rounds, time.perf_counter() - t0, engine.dtype
 
 
 def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = print) -> dict:
@@ -166,7 +168,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
         torch.cuda.reset_peak_memory_stats(device)
     runs = []
     for i in range(settings.repeats):
-        rounds, seconds = _run_engine(models, hu, config, device)
+        rounds, seconds, dtype = _run_engine(models, hu, config, device)
         runs.append((rounds, seconds))
         log(f"engine run {i + 1}/{settings.repeats}: {seconds:.2f} s, {len(rounds) - 1} fine rounds")
     rounds = runs[-1][0]
@@ -181,7 +183,6 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
                 stages.setdefault(f"round {r.index} {k}" if r.index else k, []).append(v)
     coarse_seconds = _median([sum(r[0].seconds[f"coarse {v}"] for v in "XYZ") for r, _ in runs])
     coarse_tflop = _coarse_gflop(models, hu.shape) / 1000 / settings.coarse_downsample**2
-    dtype = RSTNEngine(models, config, device=device).dtype
     peak = _peak_tflops(device, dtype)
     report["engine"] = {
         "end_to_end_s": io_timings["read"] + io_timings["canonicalise"] + engine_seconds + write_back,
@@ -282,7 +283,7 @@ def _scaling(settings, models, device, log) -> list[dict]:
         config = InferenceConfig(max_iter=1, thr=settings.thr, precision=settings.precision,
                                  oracle_mask=None if settings.model else labels == 1,
                                  coarse_downsample=settings.coarse_downsample)
-        _, seconds = _run_engine(models, hu, config, device)
+        _, seconds, _ = _run_engine(models, hu, config, device)
         out.append({"length": length, "inplane": inplane, "seconds": seconds, "ms_per_slice": 1000 * seconds / length})
         log(f"scaling L={length}: {seconds:.2f} s ({1000 * seconds / length:.1f} ms per slice)")
     return out
