@@ -100,3 +100,17 @@ def test_empty_prediction_is_reported_and_nothing_written(tmp_path, capsys):
     assert main(["segment", str(ct), "-o", str(tmp_path / "o.nii.gz"), "--model", str(model)]) == 1
     assert "found no pancreas" in capsys.readouterr().err
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_a_c2f_baseline_model_is_refused_by_segment(tmp_path, capsys):
+    """A C2F baseline's saliency weights are untrained: running it as an RSTN would give wrong masks silently."""
+    model = tiny_package(tmp_path / "c2f")
+    meta_path = model / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["method"] = "c2f"
+    meta_path.write_text(json.dumps(meta))
+    ct = write_image(ct_image(), tmp_path / "ct.nii.gz")
+    assert main(["segment", str(ct), "-o", str(tmp_path / "o.nii.gz"), "--model", str(model)]) == 1
+    err = capsys.readouterr().err
+    assert "C2F baseline" in err and "pancreas-rstn evaluate" in err
+    assert not (tmp_path / "o.nii.gz").exists()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputImageError
+from .errors import InputImageError, ModelPackageError
 from .geometry import CanonicalGeometry, canonical_box_to_image, from_canonical, to_canonical
 from .inference import CancelCallback, InferenceConfig, ProgressCallback, RoundResult, RSTNEngine
 from .intensity import HUWindow
@@ -62,6 +62,13 @@ def segment_image(
     allow_non_ct: bool = False,
 ) -> Iterator[GridRound]:
     """Validate the CT and stream every round of the RSTN run, mapped back onto the input grid."""
+    method = package.metadata.get("method", "rstn")
+    if method != "rstn":
+        raise ModelPackageError(
+            f"Model '{package.metadata.get('name', '?')}' is a {method.upper()} baseline (trained with --method "
+            f"{method}), not an RSTN: its saliency module was never trained, so segmenting with it would give wrong "
+            f"masks. Compare it with `pancreas-rstn evaluate --model <dir>`, or pick an RSTN model."
+        )
     if image.GetDimension() != 3:
         raise InputImageError(
             f"The image is {image.GetDimension()}-D (size {'x'.join(map(str, image.GetSize()))}). RSTN needs a "
