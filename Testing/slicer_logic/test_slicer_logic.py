@@ -223,6 +223,8 @@ def test_several_organs_highest_probability_wins(ctx, models_root, phantom_image
     labels = PancreasRSTNLogic.arbitrate({"pancreas": (a_mask, a_prob), "spleen": (b_mask, b_prob)})
     p, s = organ_label_value("pancreas"), organ_label_value("spleen")
     assert labels.tolist() == [[[p, s, s, 0]]]
+    # one organ: its mask alone decides, no probability needed
+    assert PancreasRSTNLogic.arbitrate({"spleen": (b_mask, None)}).tolist() == [[[0, s, s, 0]]]
 
     node = _ct_node(ctx, phantom_image)
     result = PancreasRSTNLogic(ctx, models_root).run(node, RunOptions(organs=["pancreas", "spleen"], **FAST))
