@@ -6,6 +6,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .boxes import mask_projections
+
 Mask = np.ndarray | torch.Tensor
 
 
@@ -38,18 +40,13 @@ def keep_large_components(mask: Mask, ratio: float = 0.5) -> Mask:
 
 
 def _bounding_box(mask: Mask) -> tuple[slice, ...]:
-    """Slices of the smallest box holding every foreground voxel of a non-empty mask."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        if isinstance(mask, torch.Tensor):
-            hits = torch.nonzero(mask.any(dim=others)).flatten()
-            lo, hi = int(hits[0]), int(hits[-1]) + 1
-        else:
-            hits = np.flatnonzero(mask.any(axis=others))
-            lo, hi = int(hits[0]), int(hits[-1]) + 1
-        box.append(slice(lo, hi))
-    return tuple(box)
+    """Slices of the smallest box holding every foreground voxel of a non-empty 3-D mask."""
+    if isinstance(mask, torch.Tensor):
+        p01, p02, _ = mask_projections(mask)  # a bool any() over two axes is slow on CPU tensors
+        hits_per_axis = [torch.nonzero(a).flatten().cpu().numpy() for a in (p01.any(1), p01.any(0), p02.any(0))]
+    else:
+        hits_per_axis = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    return tuple(slice(int(hits[0]), int(hits[-1]) + 1) for hits in hits_per_axis)
 
 
 def _keep_large(mask: np.ndarray, ratio: float) -> np.ndarray:
