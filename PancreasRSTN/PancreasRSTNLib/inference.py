@@ -310,22 +310,26 @@ class RSTNEngine:
                 self._check_cancel()
                 centres = torch.arange(start, min(start + batch, length), device=self.device)
                 try:
-                    with torch.inference_mode(), self._autocast():
-                        x = self.window.apply(vol_v[_triplet_indices(centres, length)])
-                        if factor > 1:
-                            x = torch.nn.functional.avg_pool2d(x, factor, ceil_mode=True)
-                        x = x.contiguous(memory_format=torch.channels_last)
-                        logits = model.coarse(x).float()
-                        if factor > 1:
-                            logits = torch.nn.functional.interpolate(logits, size=vol_v.shape[1:], mode="bilinear",
-                                                                     align_corners=False)
-                        p = torch.sigmoid(logits)
+                    p = self._coarse_batch(model, vol_v, centres)
                 except torch.OutOfMemoryError:
                     batch = self._shrink_batch(batch)
                     continue
                 _accumulate_whole_slices(acc_v, start, p, weight)
                 start += len(centres)
                 self._advance(len(centres) * pixels, f"coarse {view}")
+
+    def _coarse_batch(self, model: RSTN, vol_v: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """Coarse probabilities (B, 3, H, W) of the triplets centred on ``centres`` (slices of ``vol_v``)."""
+        factor = self.config.coarse_downsample
+        with torch.inference_mode(), self._autocast():
+            x = self.window.apply(vol_v[_triplet_indices(centres, vol_v.shape[0])])
+            if factor > 1:
+                x = torch.nn.functional.avg_pool2d(x, factor, ceil_mode=True)
+            logits = model.coarse(x.contiguous(memory_format=torch.channels_last)).float()
+            if factor > 1:
+                logits = torch.nn.functional.interpolate(logits, size=vol_v.shape[1:], mode="bilinear",
+                                                         align_corners=False)
+            return torch.sigmoid(logits)
 
     def _fine_view(
         self, volume: torch.Tensor, prob: torch.Tensor, boxes: TripletBoxes, view: str, acc: torch.Tensor
