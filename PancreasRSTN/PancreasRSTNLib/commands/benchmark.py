@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--coarse-downsample", type=int, default=1, choices=[1, 2, 3, 4])
     p.add_argument("--reference", default="auto", choices=["auto", "full", "sample", "off"],
                    help="reference-style loop: full run, sampled and extrapolated, or off")
+    p.add_argument("--reference-sample", type=int, default=3,
+                   help="batch-1 triplets timed per view and stage when the loop is sampled (more: less noise)")
     p.add_argument("--scaling", default="64,128,256,512", help="volume lengths for the scaling test ('' to skip)")
     p.add_argument("--scaling-inplane", type=int, default=None, help="in-plane size of the scaling volumes")
     p.add_argument("--no-training", action="store_true", help="skip the training-throughput measurement")
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         backbone_kwargs={"widths": tuple(int(w) for w in args.widths.split(","))} if args.widths else {},
         shape=parse_triple(args.shape, int), input=args.input, model=args.model, repeats=args.repeats,
         thr=args.thr, max_iter=args.max_iter, precision=args.precision, reference=args.reference,
+        reference_sample=args.reference_sample,
         coarse_downsample=args.coarse_downsample,
         scaling=tuple(int(s) for s in args.scaling.split(",") if s), scaling_inplane=args.scaling_inplane,
         training=not args.no_training, training_size=args.training_size, training_steps=args.training_steps,
