@@ -16,10 +16,8 @@ from PancreasRSTNLib.bn_recalibration import (
     recalibrate_view,
     recalibration_samples,
 )
-from PancreasRSTNLib.intensity import DEFAULT_WINDOW
 from PancreasRSTNLib.model import RSTN, RSTNConfig
-from PancreasRSTNLib.phantom import make_phantom_canonical
-from PancreasRSTNLib.trainer import TrainCase, TrainConfig, train, train_view
+from PancreasRSTNLib.trainer import TrainConfig, phantom_cases, train, train_view
 from PancreasRSTNLib.training_data import bounding_box
 
 TINY = {"widths": (4, 8)}
@@ -28,11 +26,7 @@ BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 @pytest.fixture(scope="module")
 def cases():
-    out = []
-    for seed in (21, 22):
-        hu, label = make_phantom_canonical((40, 40, 20), seed=seed)
-        out.append(TrainCase(f"p{seed}", DEFAULT_WINDOW.apply(hu), label))
-    return out
+    return phantom_cases((40, 40, 20), first_seed=21, count=2)[0]
 
 
 def _model(seed: int = 0) -> RSTN:

@@ -12,17 +12,15 @@ import torch
 
 from PancreasRSTNLib.cli import main
 from PancreasRSTNLib.errors import OutputExistsError, RSTNError
-from PancreasRSTNLib.intensity import DEFAULT_WINDOW
 from PancreasRSTNLib.losses import soft_dsc_loss
 from PancreasRSTNLib.model import RSTN, RSTNConfig
 from PancreasRSTNLib.model_package import load_model_package
-from PancreasRSTNLib.phantom import make_phantom_canonical
 from PancreasRSTNLib.trainer import (
     LRFactor,
     StepModule,
-    TrainCase,
     TrainConfig,
     param_groups,
+    phantom_cases,
     train,
     train_view,
 )
@@ -32,11 +30,7 @@ TINY = {"widths": (4, 8)}
 
 @pytest.fixture(scope="module")
 def cases():
-    out = []
-    for seed in (11, 12):
-        hu, label = make_phantom_canonical((40, 40, 20), seed=seed)
-        out.append(TrainCase(f"p{seed}", DEFAULT_WINDOW.apply(hu), label))
-    return out
+    return phantom_cases((40, 40, 20), first_seed=11, count=2)[0]
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -167,7 +161,7 @@ def test_train_writes_package_and_refuses_to_clobber(cases, tmp_path):
     assert set(loaded.models) == {"X", "Z"}
     training = loaded.metadata["training"]
     assert training["data"]["source"] == "unit test" and training["config"]["optimizer"] == "adamw"
-    assert training["cases"] == ["p11", "p12"]
+    assert training["cases"] == ["phantom_00011", "phantom_00012"]
     assert (tmp_path / "logs" / "tensorboard").is_dir()
     assert json.loads((tmp_path / "train_config.json").read_text())["views"] == ["X", "Z"]
     with pytest.raises(OutputExistsError, match="--resume"):
