@@ -3,7 +3,9 @@ DSC at every round; the rounds needed to reach thr 0.90/0.95/0.98/0.99 (the conv
 mean +- std / min / max over cases. Oracle mode crops by the ground truth (the upper bound).
 
 Why one run per case: the engine runs with thr = 1 (the full trajectory up to ``max_iter``) and every
-convergence threshold is read off that one trajectory, so the table costs no extra inference.
+convergence threshold is read off that one trajectory, so the table costs no extra inference. Cases run exactly
+as ``segment`` runs a user's CT: resampled to the model's spacing when theirs differs, every metric computed on
+the case's own grid.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .inference import InferenceConfig, RSTNEngine
+from .inference import InferenceConfig
+from .intensity import DEFAULT_WINDOW, HUWindow
 from .metrics import dice, segmentation_metrics
+from .segmentation import GridMapping, GridRound, run_on_grid
 
 log = logging.getLogger(__name__)
 THRESHOLDS = (0.90, 0.95, 0.98, 0.99)
@@ -61,42 +65,49 @@ def _stop_round(inter_round: Sequence[float], thr: float, last: int) -> tuple[in
     return last, False
 
 
-def _trajectory(engine, case: EvalCase) -> tuple[list[np.ndarray], list[float], list[float]]:
-    """Masks, inter-round DSCs and cumulative times of one run (``engine``: an RSTNEngine, or a callable
-    giving the rounds of the C2F baseline)."""
+def _trajectory(rounds) -> tuple[list[np.ndarray], list[float], list[float]]:
+    """Masks on the case's grid, inter-round DSCs and cumulative times of one run (``rounds``: GridRounds)."""
     masks, inter, times = [], [], []
     t0 = time.perf_counter()
-    for r in (engine(case.hu) if callable(engine) else engine.run(case.hu)):
-        masks.append(np.asarray(r.mask, dtype=bool))
+    for r in rounds:
+        masks.append(np.asarray(r.canonical_mask, dtype=bool))
         if r.dsc_to_previous is not None:
             inter.append(float(r.dsc_to_previous))
         times.append(time.perf_counter() - t0)
     return masks, inter, times
 
 
+def _c2f_rounds(models: dict, case: EvalCase, views: Sequence[str], max_iter: int, device: str, window: HUWindow,
+                spacing: Sequence[float] | None, resample: bool):
+    """The C2F baseline's rounds, on the model's grid and mapped back like RSTN's."""
+    from .c2f_inference import run_c2f
+
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    mapping = GridMapping.for_input(case.hu.shape, case.spacing, spacing, resample=resample)
+    for r in run_c2f(models, mapping.to_model(case.hu), views=views, thr=1.0, max_iter=max_iter, device=dev,
+                     window=window):
+        yield GridRound(r, mapping)
+
+
 def evaluate_case(models: dict, case: EvalCase, thr: float = 0.99, max_iter: int = 10,
                   views: Sequence[str] | None = None, device: str = "auto", oracle: bool = False,
-                  config_kwargs: dict | None = None, method: str = "rstn") -> CaseResult:
+                  config_kwargs: dict | None = None, method: str = "rstn", spacing: Sequence[float] | None = None,
+                  window: HUWindow = DEFAULT_WINDOW, resample: bool = True) -> CaseResult:
     """Run RSTN (or the C2F baseline) on one case, and the ground-truth-cropped oracle when asked, and compute
-    every figure."""
+    every figure. ``spacing`` and ``window``: the model's (a package's ``spacing`` and ``window``)."""
     truth = np.asarray(case.truth, dtype=bool)
     views = tuple(views or models)
     base = dict(thr=1.0, max_iter=max_iter, views=views, **(config_kwargs or {}))
+    grid = dict(model_spacing=spacing, window=window, device=device, resample=resample)
     if method == "c2f":
         if oracle:
             from .errors import RSTNError
 
             raise RSTNError("Oracle mode is defined for RSTN models only; drop --oracle for a C2F model.")
-        from .c2f_inference import run_c2f
-
-        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-        def engine(hu: np.ndarray):
-            return run_c2f(models, hu, views=views, thr=1.0, max_iter=max_iter, device=dev)
-
+        rounds = _c2f_rounds(models, case, views, max_iter, device, window, spacing, resample)
     else:
-        engine = RSTNEngine(models, InferenceConfig(**base), device=device)
-    masks, inter, times = _trajectory(engine, case)
+        rounds = run_on_grid(models, case.hu, case.spacing, InferenceConfig(**base), **grid)
+    masks, inter, times = _trajectory(rounds)
     dsc_rounds = [round(dice(m, truth, empty=0.0), 6) for m in masks]
     last = len(masks) - 1
     stop, _ = _stop_round(inter, thr, last)
@@ -113,7 +124,7 @@ def evaluate_case(models: dict, case: EvalCase, thr: float = 0.99, max_iter: int
     )
     if oracle:
         ocfg = InferenceConfig(**{**base, "thr": thr, "oracle_mask": truth})
-        omasks, _, otimes = _trajectory(RSTNEngine(models, ocfg, device=device), case)
+        omasks, _, otimes = _trajectory(run_on_grid(models, case.hu, case.spacing, ocfg, **grid))
         om = segmentation_metrics(omasks[-1], truth, spacing=case.spacing)
         result.oracle = {"dsc": float(om["dsc"]), "rounds": len(omasks) - 1,
                          "dsc_per_round": [round(dice(m, truth, empty=0.0), 6) for m in omasks],
@@ -192,12 +203,13 @@ def write_report(results: Sequence[CaseResult], summary: dict, out: Path, info: 
 def evaluate(models: dict, cases: Sequence[EvalCase] | Callable[[], Sequence[EvalCase]], out: Path,
              thr: float = 0.99, max_iter: int = 10, views: Sequence[str] | None = None, device: str = "auto",
              oracle: bool = False, info: dict | None = None, echo: Callable[[str], None] | None = None,
-             method: str = "rstn") -> dict:
+             method: str = "rstn", spacing: Sequence[float] | None = None, window: HUWindow = DEFAULT_WINDOW,
+             resample: bool = True) -> dict:
     """Evaluate every case, print one line each, and write the report; returns the summary."""
     results = []
     for case in cases:
         r = evaluate_case(models, case, thr=thr, max_iter=max_iter, views=views, device=device, oracle=oracle,
-                          method=method)
+                          method=method, spacing=spacing, window=window, resample=resample)
         results.append(r)
         if echo:
             extra = f", oracle {r.oracle['dsc']:.4f}" if r.oracle else ""

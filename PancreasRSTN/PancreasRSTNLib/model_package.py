@@ -14,19 +14,23 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import ModelPackageError, OutputExistsError
 from .geometry import CANONICAL_LAYOUT
-from .intensity import DEFAULT_WINDOW
+from .intensity import DEFAULT_WINDOW, HUWindow
 from .model import RSTN, RSTNConfig, check_state_dict, strip_module_prefix
 from .organs import get_organ
 
-SCHEMA_VERSION = 1
+#: 2: ``spacing`` (the training voxel spacing, canonical axis order, mm; null = unknown) and ``synthetic``.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 MODEL_JSON = "model.json"
 VIEWS = ("X", "Y", "Z")
+SYNTHETIC_WARNING = "Synthetic demo model: trained on phantoms, not for clinical use."
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -52,6 +56,72 @@ class ModelPackage:
     def views(self) -> tuple[str, ...]:
         return tuple(self.models)
 
+    @property
+    def spacing(self) -> tuple[float, float, float] | None:
+        """The voxel spacing the model was trained at (canonical axes: rows, cols, slices; mm), or None."""
+        return model_spacing(self.metadata)
+
+    @property
+    def warning(self) -> str | None:
+        return model_warning(self.metadata)
+
+    @property
+    def window(self) -> HUWindow:
+        """The HU window the model was trained with (the reference's [-100, 240] unless model.json says)."""
+        return HUWindow(**self.metadata.get("hu_window", {}))
+
+
+def model_spacing(meta: Mapping) -> tuple[float, float, float] | None:
+    spacing = meta.get("spacing")
+    if spacing is None:
+        return None
+    return tuple(float(s) for s in spacing)  # type: ignore[return-value]
+
+
+def is_synthetic(meta: Mapping) -> bool:
+    """Trained on synthetic phantoms? model.json says so since schema 2; older packages are recognised by the
+    words of their name, description and training data."""
+    if isinstance(meta.get("synthetic"), bool):
+        return meta["synthetic"]
+    training = meta.get("training") if isinstance(meta.get("training"), Mapping) else {}
+    data = training.get("data") if isinstance(training.get("data"), Mapping) else {}
+    text = " ".join(str(v) for v in (meta.get("name", ""), meta.get("warning", ""), meta.get("description", ""),
+                                      training.get("dataset", ""), data.get("source", ""), meta.get("provenance", "")))
+    return any(word in text.lower() for word in ("synthetic", "phantom"))
+
+
+def model_warning(meta: Mapping) -> str | None:
+    """What every front end shows about a model before the user trusts its output."""
+    if is_synthetic(meta):
+        return SYNTHETIC_WARNING
+    return meta.get("warning") or None
+
+
+def migrate_metadata(meta: dict, path: Path) -> dict:
+    """Bring an older model.json up to the current schema (in memory; the file is left as it is)."""
+    version = meta.get("schema_version")
+    if version not in READABLE_SCHEMAS:
+        raise ModelPackageError(
+            f"{path} has schema version {version!r}; this PancreasRSTN reads versions "
+            f"{', '.join(map(str, READABLE_SCHEMAS))}. Upgrade PancreasRSTN or re-export the model."
+        )
+    if version == 1:
+        meta = dict(meta)
+        meta.setdefault("spacing", None)  # unknown: such a model sees every input at its own spacing
+        meta.setdefault("synthetic", is_synthetic(meta))
+        meta["migrated_from_schema"] = 1
+        meta["schema_version"] = SCHEMA_VERSION
+    return meta
+
+
+def check_spacing(spacing) -> list[float] | None:
+    if spacing is None:
+        return None
+    values = [float(s) for s in spacing]
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ModelPackageError(f"A model's spacing must be three positive numbers in mm (got {spacing!r}).")
+    return values
+
 
 def default_metadata(name: str, organ: str, label_value: int | None = None) -> dict:
     """The fields every model.json carries; callers add ``training`` and may override the rest."""
@@ -64,6 +134,7 @@ def default_metadata(name: str, organ: str, label_value: int | None = None) -> d
         "slab_thickness": 3,
         "margin": 20,
         "canonical_layout": CANONICAL_LAYOUT,
+        "spacing": None,
         "training": {},
     }
 
@@ -87,6 +158,7 @@ def save_model_package(directory: str | Path, models: Mapping[str, RSTN], metada
         save_file(state, str(directory / filename), metadata={"view": view, "format": "pt"})
         files[view] = {"path": filename, "sha256": sha256_of(directory / filename)}
     meta = dict(metadata)
+    meta["spacing"] = check_spacing(meta.get("spacing"))
     meta.update({
         "schema_version": SCHEMA_VERSION,
         "rstn": next(iter(models.values())).config.to_dict(),
@@ -99,6 +171,7 @@ def save_model_package(directory: str | Path, models: Mapping[str, RSTN], metada
         meta.setdefault(key, value)
     if isinstance(meta["organ"], str):
         meta["organ"] = default_metadata(meta["name"], meta["organ"])["organ"]
+    meta["synthetic"] = is_synthetic(meta)  # explicit from schema 2 on
     (directory / MODEL_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     return directory
 
@@ -114,12 +187,9 @@ def read_metadata(directory: str | Path) -> dict:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelPackageError(f"{path} is not valid JSON ({exc}). The package is corrupt: re-install it.") from exc
-    version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ModelPackageError(
-            f"{path} has schema version {version!r}; this PancreasRSTN reads version {SCHEMA_VERSION}. "
-            "Upgrade PancreasRSTN or re-export the model."
-        )
+    if not isinstance(meta, dict):
+        raise ModelPackageError(f"{path} does not hold a JSON object. The package is corrupt: re-install it.")
+    meta = migrate_metadata(meta, path)
     for key in ("name", "organ", "rstn", "views", "files"):
         if key not in meta:
             raise ModelPackageError(f"{path} lacks the required field '{key}'. The package is incomplete.")
@@ -230,7 +300,12 @@ def package_summary(directory: str | Path) -> dict:
         "saliency": meta["rstn"].get("saliency"),
         "views": meta["views"],
         "size_mb": round(size / 1e6, 2),
-        "warning": meta.get("warning"),
+        "spacing": model_spacing(meta),
+        "synthetic": is_synthetic(meta),
+        "warning": model_warning(meta),
+        "intended_use": meta.get("intended_use"),
+        "evaluation": meta.get("evaluation"),
         "training": meta.get("training", {}),
         "schema_version": meta["schema_version"],
+        "migrated_from_schema": meta.get("migrated_from_schema"),
     }

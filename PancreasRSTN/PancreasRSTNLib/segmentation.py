@@ -1,46 +1,157 @@
-"""Image-level segmentation: input grid -> canonical layout -> engine -> every round back on the input grid.
+"""Image-level segmentation: input grid -> canonical layout -> (model spacing) -> engine -> every round back on
+the input grid.
 
-This is what the CLI and the Slicer Logic call. Results keep the exact input geometry (size, spacing, origin,
-direction); saliency maps are sub-volumes whose voxels coincide with input voxels.
+This is what the CLI, the Slicer Logic, ``evaluate`` and ``demo`` call. Results keep the exact input geometry
+(size, spacing, origin, direction); saliency maps are sub-volumes whose voxels coincide with input voxels.
+When the input's spacing differs from the model's by more than 10 % on some axis, the canonical volume is
+resampled to the model's spacing first (``resampling.py``) and every result is brought back onto the input grid.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputImageError, ModelPackageError
-from .geometry import CanonicalGeometry, canonical_box_to_image, from_canonical, to_canonical
+from .geometry import (
+    CanonicalGeometry,
+    canonical_box_to_image,
+    canonical_to_array,
+    from_canonical,
+    to_canonical,
+)
 from .inference import CancelCallback, InferenceConfig, ProgressCallback, RoundResult, RSTNEngine
-from .intensity import HUWindow
+from .intensity import DEFAULT_WINDOW, HUWindow
 from .model_package import ModelPackage
+from .resampling import Resampling, needs_resampling
 from .volume_io import validate_ct
+
+
+@dataclass(frozen=True)
+class GridMapping:
+    """How the engine's canonical arrays (on the model grid) map onto the input: an optional resampling onto
+    the input's canonical grid, then the lossless permutation onto the input image (``geometry`` None: the
+    input is a canonical array, as in evaluation)."""
+
+    input_shape: tuple[int, int, int]
+    input_spacing: tuple[float, float, float]  # canonical axis order, mm
+    geometry: CanonicalGeometry | None = None
+    resampling: Resampling | None = None
+
+    @classmethod
+    def for_input(cls, shape: Sequence[int], spacing: Sequence[float], model_spacing: Sequence[float] | None,
+                  resample: bool = True, geometry: CanonicalGeometry | None = None) -> GridMapping:
+        shape = tuple(int(n) for n in shape)
+        spacing = tuple(float(s) for s in spacing)
+        resampling = None
+        if resample and needs_resampling(spacing, model_spacing):
+            resampling = Resampling.between(shape, spacing, model_spacing)
+        return cls(shape, spacing, geometry, resampling)  # type: ignore[arg-type]
+
+    @property
+    def model_spacing(self) -> tuple[float, float, float]:
+        return self.resampling.model_spacing if self.resampling else self.input_spacing
+
+    @property
+    def voxel_ml(self) -> float:
+        """Volume of one input voxel in millilitres."""
+        return float(np.prod(self.input_spacing)) / 1000.0
+
+    def to_model(self, hu: np.ndarray) -> np.ndarray:
+        """The canonical HU volume the engine sees: the input itself, or its linear resampling (int16)."""
+        return hu if self.resampling is None else self.resampling.to_model(hu, dtype=np.int16)
+
+    def truth_to_model(self, truth: np.ndarray) -> np.ndarray:
+        return truth if self.resampling is None else self.resampling.mask_to_model(truth)
+
+    def mask(self, probability: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
+        if self.resampling is None:
+            return mask
+        return self.resampling.mask_to_input(probability, mask, threshold)
+
+    def probability(self, probability: np.ndarray) -> np.ndarray:
+        if self.resampling is None:
+            return probability
+        return self.resampling.probability_to_input(probability)
+
+    def box(self, sub: np.ndarray, offset: Sequence[int]) -> tuple[np.ndarray, tuple[int, int, int]]:
+        if self.resampling is None:
+            return sub, tuple(int(o) for o in offset)  # type: ignore[return-value]
+        values, start = self.resampling.region_to_input(sub, offset)
+        return values, tuple(int(s) for s in start)  # type: ignore[return-value]
+
+    def image(self, canonical: np.ndarray, label_value: int | None = None) -> sitk.Image:
+        """A canonical input-grid array as an image on the input grid; a bool mask becomes UInt8 with
+        ``label_value`` inside."""
+        if self.geometry is None:
+            raise InputImageError("This run has no input image geometry (it ran on a canonical array).")
+        if canonical.dtype == bool:
+            array = np.ascontiguousarray(canonical_to_array(canonical, self.geometry), dtype=np.uint8)
+            if label_value not in (None, 1):
+                array *= np.uint8(label_value)
+            return self.geometry.apply_to(sitk.GetImageFromArray(array))
+        return from_canonical(canonical, self.geometry)
 
 
 @dataclass
 class GridRound:
-    """One round's results, with converters to images on the input grid."""
+    """One round's results on the model grid (``result``), with converters onto the input grid.
+
+    Conversions are computed on first use and kept: the Slicer Logic and the CLI ask for the same mask twice."""
 
     result: RoundResult
-    geometry: CanonicalGeometry
+    mapping: GridMapping
+    threshold: float = 0.5
+
+    @cached_property
+    def canonical_mask(self) -> np.ndarray:
+        """The mask on the canonical input grid (bool)."""
+        return self.mapping.mask(self.result.probability, self.result.mask, self.threshold)
+
+    def canonical_probability(self) -> np.ndarray:
+        return self.mapping.probability(self.result.probability)
+
+    def canonical_saliency(self, view: str) -> tuple[np.ndarray, tuple[int, int, int]] | None:
+        """(3, a, b, c) weight channels of ``view`` over a box of the canonical input grid, and its offset."""
+        maps = self.result.saliency.get(view)
+        if maps is None:
+            return None
+        channels = [self.mapping.box(maps.channels[c], maps.offset) for c in range(3)]
+        return np.stack([c for c, _ in channels]), channels[0][1]
 
     def mask_image(self, label_value: int = 1) -> sitk.Image:
-        return from_canonical(self.result.mask.astype(np.uint8) * np.uint8(label_value), self.geometry)
+        """The mask on the input grid as UInt8 (``label_value`` inside). One uint8 copy besides the image."""
+        return self.mapping.image(self.canonical_mask, label_value)
 
     def probability_image(self) -> sitk.Image:
-        return from_canonical(self.result.probability, self.geometry)
+        return self.mapping.image(self.canonical_probability())
 
     def saliency_images(self, view: str) -> list[sitk.Image]:
         """The three weight channels of ``view``, each on its sub-region of the input grid."""
-        maps = self.result.saliency.get(view)
-        if maps is None:
+        found = self.canonical_saliency(view)
+        if found is None:
             return []
-        return [canonical_box_to_image(maps.channels[c], maps.offset, self.geometry) for c in range(3)]
+        if self.mapping.geometry is None:
+            raise InputImageError("This run has no input image geometry (it ran on a canonical array).")
+        channels, offset = found
+        return [canonical_box_to_image(channels[c], offset, self.mapping.geometry) for c in range(3)]
+
+    @property
+    def voxel_count(self) -> int:
+        """Organ voxels on the input grid."""
+        return int(np.count_nonzero(self.canonical_mask))
+
+    @property
+    def volume_ml(self) -> float:
+        return self.voxel_count * self.mapping.voxel_ml
 
     def __getattr__(self, name: str):
+        if name == "result":  # not set yet (copying or unpickling): never recurse
+            raise AttributeError(name)
         return getattr(self.result, name)
 
 
@@ -52,6 +163,64 @@ def canonical_hu(image: sitk.Image) -> tuple[np.ndarray, CanonicalGeometry]:
     return array.astype(np.float32, copy=False), geometry
 
 
+def check_rstn_package(package: ModelPackage) -> None:
+    """Refuse packages that are not RSTNs (a C2F baseline's saliency module was never trained)."""
+    method = package.metadata.get("method", "rstn")
+    if method != "rstn":
+        raise ModelPackageError(
+            f"Model '{package.metadata.get('name', '?')}' is a {method.upper()} baseline (trained with --method "
+            f"{method}), not an RSTN: its saliency module was never trained, so segmenting with it would give wrong "
+            f"masks. Compare it with `pancreas-rstn evaluate --model <dir>`, or pick an RSTN model."
+        )
+
+
+def run_on_grid(
+    models: dict,
+    hu: np.ndarray,
+    spacing: Sequence[float],
+    config: InferenceConfig | None = None,
+    *,
+    model_spacing: Sequence[float] | None,
+    window: HUWindow = DEFAULT_WINDOW,
+    device: str = "auto",
+    resample: bool = True,
+    geometry: CanonicalGeometry | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+) -> Iterator[GridRound]:
+    """Stream every round of the engine on a canonical HU volume of the given (canonical) spacing, resampled to
+    ``model_spacing`` when they differ by more than 10 % on some axis (unless ``resample`` is False).
+
+    An oracle mask in ``config`` is given on the input grid and resampled with the volume."""
+    config = config or InferenceConfig()
+    mapping = GridMapping.for_input(hu.shape, spacing, model_spacing, resample=resample, geometry=geometry)
+    if mapping.resampling is not None and config.oracle_mask is not None:
+        config = replace(config, oracle_mask=mapping.truth_to_model(config.oracle_mask))
+    engine = RSTNEngine(models, config, device=device, window=window)
+    model_hu = mapping.to_model(hu)
+    del hu  # with resampling, the caller's input-grid copy can go as soon as the caller lets it go
+    for result in engine.run(model_hu, progress=progress, cancel=cancel):
+        yield GridRound(result, mapping, config.prob_threshold)
+
+
+def segment_canonical(
+    hu: np.ndarray,
+    spacing: Sequence[float],
+    package: ModelPackage,
+    config: InferenceConfig | None = None,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+    resample: bool = True,
+    geometry: CanonicalGeometry | None = None,
+) -> Iterator[GridRound]:
+    """Every round of an RSTN package on a canonical HU volume (see ``run_on_grid``). A plain function that
+    returns the generator, so that the package is checked at once and no frame but the generator's holds ``hu``."""
+    check_rstn_package(package)
+    return run_on_grid(package.models, hu, spacing, config, model_spacing=package.spacing, window=package.window,
+                       device=device, resample=resample, geometry=geometry, progress=progress, cancel=cancel)
+
+
 def segment_image(
     image: sitk.Image,
     package: ModelPackage,
@@ -60,15 +229,11 @@ def segment_image(
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
     allow_non_ct: bool = False,
+    resample: bool = True,
 ) -> Iterator[GridRound]:
-    """Validate the CT and stream every round of the RSTN run, mapped back onto the input grid."""
-    method = package.metadata.get("method", "rstn")
-    if method != "rstn":
-        raise ModelPackageError(
-            f"Model '{package.metadata.get('name', '?')}' is a {method.upper()} baseline (trained with --method "
-            f"{method}), not an RSTN: its saliency module was never trained, so segmenting with it would give wrong "
-            f"masks. Compare it with `pancreas-rstn evaluate --model <dir>`, or pick an RSTN model."
-        )
+    """Validate the CT (at once, before any work) and return the stream of every round of the RSTN run, mapped
+    back onto the input grid."""
+    check_rstn_package(package)
     if image.GetDimension() != 3:
         raise InputImageError(
             f"The image is {image.GetDimension()}-D (size {'x'.join(map(str, image.GetSize()))}). RSTN needs a "
@@ -76,8 +241,5 @@ def segment_image(
         )
     validate_ct(image, allow_non_ct=allow_non_ct)
     hu, geometry = canonical_hu(image)
-    window = HUWindow(**package.metadata.get("hu_window", {}))
-    config = config or InferenceConfig()
-    engine = RSTNEngine(package.models, config, device=device, window=window)
-    for result in engine.run(hu, progress=progress, cancel=cancel):
-        yield GridRound(result, geometry)
+    return segment_canonical(hu, geometry.canonical_spacing, package, config, device=device, progress=progress,
+                             cancel=cancel, resample=resample, geometry=geometry)

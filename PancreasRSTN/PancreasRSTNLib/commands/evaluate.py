@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iter", type=int, default=10)
     p.add_argument("--views", default=None, help="views to use, e.g. XYZ (default: all in the model)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-resample", action="store_true",
+                   help="run every case at its own voxel spacing (the reference's behaviour) instead of resampling "
+                   "it to the model's")
     p.add_argument("-o", "--out", required=True, type=Path, help="report folder")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)
@@ -85,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
         cases = _phantom_cases(args, package)
     else:
         cases = _dataset_cases(args, package, info)
+    info["resampled_to"] = None if args.no_resample else package.spacing
     evaluate(package.models, cases, args.out, thr=args.thr, max_iter=args.max_iter, views=views,
              device=args.device, oracle=args.oracle, info=info, echo=print,
-             method=package.metadata.get("method", "rstn"))
+             method=package.metadata.get("method", "rstn"), spacing=package.spacing, window=package.window,
+             resample=not args.no_resample)
     return 0
