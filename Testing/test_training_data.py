@@ -33,6 +33,27 @@ def test_soft_dsc_and_jaccard_losses():
     assert soft_dsc_loss(mixed, y).item() == pytest.approx(0.5, abs=1e-5)
 
 
+@pytest.mark.parametrize("loss", [soft_dsc_loss, jaccard_loss])
+def test_an_empty_target_pulls_the_prediction_to_zero(loss):
+    """With the reference's eps = 1e-6 an organ-free target gave loss 1 and no gradient for any prediction; it
+    now gives sum(p) / (sum(p) + 1): 0 for silence, and a gradient toward it."""
+    empty = torch.zeros(1, 3, 8, 8)
+    assert loss(torch.zeros(1, 3, 8, 8), empty).item() == pytest.approx(0.0)
+    p = torch.full((1, 3, 8, 8), 0.05, requires_grad=True)
+    value = loss(p, empty)
+    assert value.item() == pytest.approx(9.6 / 10.6, rel=1e-5)
+    value.backward()
+    assert p.grad is not None and (p.grad > 1e-4).all()
+    # a sample with organ voxels keeps the reference's formula exactly
+    y = torch.zeros(1, 3, 8, 8)
+    y[..., 2:4, 2:4] = 1
+    q = torch.rand(1, 3, 8, 8)
+    inter, total = (q * y).sum(), q.sum() + y.sum()
+    expected = 1 - (2 * inter + 1e-6) / (total + 1e-6) if loss is soft_dsc_loss else \
+        1 - (inter + 1e-6) / (total - inter + 1e-6)
+    assert loss(q, y).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_joint_weights_match_the_paper():
     w0, wt = joint_weights(1)
     assert w0 == pytest.approx(1 / 3) and wt == pytest.approx([2 / 3])

@@ -128,6 +128,53 @@ def test_resume_is_bit_exact(cases, tmp_path):
     assert steps == list(range(1, 11))  # the log has no duplicated or missing steps after the resume
 
 
+def test_resume_is_bit_exact_with_augmentation_and_single_slice_cases(cases, tmp_path):
+    """Augmentations draw from the step's own RNG, so resuming replays them; a one-slice case (a JPEG slice)
+    trains view Z only."""
+    from PancreasRSTNLib.augmentation import AugmentConfig
+    from PancreasRSTNLib.trainer import TrainCase
+
+    hu = np.full((40, 40, 1), -50, np.int16)
+    hu[10:30, 10:30] = 60
+    label = np.zeros((40, 40, 1), np.uint8)
+    label[15:25, 18:26] = 1
+    mixed = [*cases, TrainCase("slice", hu, label, views=("Z",))]
+    cfg = _cfg(views=("Y", "Z"), checkpoint_every=4, augment=AugmentConfig(), hu_window=(0.0, 250.0))
+    full, summary = train_view(mixed, cfg, "Z", tmp_path / "full", progress=False)
+    _, part = train_view(mixed, cfg, "Z", tmp_path / "split", progress=False, stop_after=5)
+    resumed, _ = train_view(mixed, cfg, "Z", tmp_path / "split", resume=True, progress=False)
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    n_z = summary["samples"]
+    _, y_summary = train_view(mixed, cfg, "Y", tmp_path / "y", progress=False, stop_after=1)
+    assert n_z > 0 and y_summary["samples"] > 0
+    from PancreasRSTNLib.training_data import labels_for_view, view_samples
+
+    assert all(s.case < len(cases) for s in view_samples(labels_for_view(mixed, "Y"), "Y"))
+    assert any(s.case == len(cases) for s in view_samples(labels_for_view(mixed, "Z"), "Z"))
+
+
+def test_augmentation_is_seeded_and_keeps_labels_binary():
+    from PancreasRSTNLib.augmentation import AugmentConfig, augment_triplet
+
+    image = torch.full((3, 32, 40), 40.0)
+    image[:, 8:24, 10:30] = 120.0
+    label = torch.zeros(3, 32, 40)
+    label[:, 12:20, 14:26] = 1
+    cfg = AugmentConfig(probability=1.0)
+    a = augment_triplet(image, label, np.random.default_rng([1, 2]), cfg)
+    b = augment_triplet(image, label, np.random.default_rng([1, 2]), cfg)
+    c = augment_triplet(image, label, np.random.default_rng([1, 3]), cfg)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    assert set(torch.unique(a[1]).tolist()) <= {0.0, 1.0} and 0.6 < a[1].sum() / label.sum() < 1.6
+    assert a[0].shape == image.shape and torch.isfinite(a[0]).all()
+    # with every range at zero it is the identity
+    still = AugmentConfig(probability=0.0, scale=0.0, rotation_deg=0.0, shift_hu=0.0, contrast=0.0, noise_hu=0.0)
+    same = augment_triplet(image, label, np.random.default_rng(0), still)
+    assert torch.allclose(same[0], image) and torch.equal(same[1], label)
+
+
 def test_c2f_trains_fine_net_on_framed_3d_box(cases, tmp_path):
     from PancreasRSTNLib.trainer import _c2f_boxes, _framed
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .intensity import DEFAULT_WINDOW
+from .intensity import DEFAULT_WINDOW, HUWindow
 from .model import RSTN
-from .training_data import bounding_box, epoch_order, triplet, view_samples
+from .training_data import bounding_box, epoch_order, labels_for_view, triplet, view_samples
 
 _BN = nn.modules.batchnorm._BatchNorm
 SampleStream = Iterable[tuple[torch.Tensor, torch.Tensor | None]]
@@ -41,17 +41,17 @@ def has_batchnorm(module: nn.Module) -> bool:
 
 
 def recalibration_samples(cases: Sequence[_Case], view: str, n: int, slice_threshold: float = 0.98,
-                          seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                          seed: int = 0, window: HUWindow = DEFAULT_WINDOW) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(image triplet, label triplet) pairs, (1, 3, H, W) float32, of ``n`` training slices of one view (the
     trainer's slice selection; all of them if ``n`` <= 0 or larger), in a fixed seeded order: deterministic."""
-    samples = view_samples([c.label for c in cases], view, slice_threshold)
+    samples = view_samples(labels_for_view(cases, view), view, slice_threshold)
     order = epoch_order(len(samples), seed, 0)
     if 0 < n < len(order):
         order = np.sort(order[:n])  # a seeded subset, visited in a fixed order
     for i in order:
         s = samples[int(i)]
         x_np = triplet(cases[s.case].image, view, s.j)
-        x_np = DEFAULT_WINDOW.apply(x_np) if x_np.dtype != np.float32 else x_np  # HU (int16 cache) -> [0, 1]
+        x_np = window.apply(x_np) if x_np.dtype != np.float32 else x_np  # HU (int16 cache) -> [0, 1]
         x = torch.from_numpy(np.ascontiguousarray(x_np, dtype=np.float32))[None]
         y = torch.from_numpy(np.ascontiguousarray(triplet(cases[s.case].label, view, s.j), dtype=np.float32))[None]
         yield x, y
@@ -124,9 +124,9 @@ def recalibrate_batchnorm(model: RSTN, samples: SampleStream | Callable[[], Samp
 
 
 def recalibrate_view(model: RSTN, cases: Sequence[_Case], view: str, n: int = 500, slice_threshold: float = 0.98,
-                     seed: int = 0, rounds: int = 1, margin: int = 20) -> dict:
+                     seed: int = 0, rounds: int = 1, margin: int = 20, window: HUWindow = DEFAULT_WINDOW) -> dict:
     """Recalibrate one view's RSTN on ``n`` of its training slices (see ``recalibrate_batchnorm``)."""
-    info = recalibrate_batchnorm(model, lambda: recalibration_samples(cases, view, n, slice_threshold, seed),
+    info = recalibrate_batchnorm(model, lambda: recalibration_samples(cases, view, n, slice_threshold, seed, window),
                                  rounds, margin)
     info.update({"requested_samples": n, "seed": seed, "slice_threshold": slice_threshold})
     return info

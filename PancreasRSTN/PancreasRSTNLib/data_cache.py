@@ -3,7 +3,9 @@ never re-read DICOM.
 
 Per case the cache holds ``image.npy`` (canonical layout, HU as int16: the window is applied on the fly, which
 costs nothing and keeps the HU for evaluation), ``label.npy`` (canonical organ mask, uint8) and ``meta.json``
-(canonical spacing, source files and their sizes/mtimes, so a changed file is re-cached).
+(canonical spacing, source files and their sizes/mtimes, so a changed file is re-cached). With a ``spacing``,
+each case is resampled to it first (image linear; label as a fraction, thresholded at 0.5), as inference will
+resample the user's CT: the model learns at one spacing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .errors import DatasetError
 from .geometry import to_canonical
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -49,7 +51,7 @@ class Cache:
         return [self.case(n) for n in self.names]
 
 
-def _fingerprint(case: CaseRef, label_values: Sequence[int]) -> dict:
+def _fingerprint(case: CaseRef, label_values: Sequence[int], spacing: Sequence[float] | None = None) -> dict:
     def stat(p: Path) -> list:
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.is_file())
@@ -58,10 +60,11 @@ def _fingerprint(case: CaseRef, label_values: Sequence[int]) -> dict:
         return [1, s.st_size, s.st_mtime]
 
     return {"version": CACHE_VERSION, "image": str(case.image), "label": str(case.label),
-            "image_stat": stat(case.image), "label_stat": stat(case.label), "label_values": list(label_values)}
+            "image_stat": stat(case.image), "label_stat": stat(case.label), "label_values": list(label_values),
+            "spacing": None if spacing is None else [float(s) for s in spacing]}
 
 
-def _cache_one(dataset: Dataset, case: CaseRef, d: Path) -> None:
+def _cache_one(dataset: Dataset, case: CaseRef, d: Path, spacing: Sequence[float] | None = None) -> None:
     image, mask_kji = dataset.load(case)
     hu, geometry = to_canonical(image)
     from .geometry import array_to_canonical
@@ -70,20 +73,30 @@ def _cache_one(dataset: Dataset, case: CaseRef, d: Path) -> None:
     if np.issubdtype(hu.dtype, np.floating):
         hu = np.rint(hu)
     hu = np.clip(hu, -32768, 32767).astype(np.int16)
+    case_spacing = list(geometry.canonical_spacing)
+    if spacing is not None:
+        from .resampling import Resampling
+
+        resampling = Resampling.between(hu.shape, case_spacing, spacing)
+        hu = resampling.to_model(hu, dtype=np.int16)
+        label = resampling.mask_to_model(label).astype(np.uint8)
+        case_spacing = list(resampling.model_spacing)
     d.mkdir(parents=True, exist_ok=True)
     for name, arr in (("image", hu), ("label", label)):
         tmp = d / f"{name}.tmp.npy"
         np.save(tmp, arr)
         os.replace(tmp, d / f"{name}.npy")
-    meta = {"fingerprint": _fingerprint(case, dataset.label_values), "spacing": list(geometry.canonical_spacing),
+    meta = {"fingerprint": _fingerprint(case, dataset.label_values, spacing), "spacing": case_spacing,
+            "source_spacing": list(geometry.canonical_spacing),
             "shape": list(hu.shape), "organ_voxels": int(label.sum())}
     (d / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
 def build_cache(dataset: Dataset, cache_dir: str | Path, names: Sequence[str] | None = None,
-                on_bad_case: str = "fail", progress: bool = False) -> Cache:
-    """Cache every case once (re-using up-to-date entries). A bad case fails the run (``on_bad_case="fail"``)
-    or is skipped with a warning (``"skip"``); skipped cases are listed in ``Cache.skipped``."""
+                on_bad_case: str = "fail", progress: bool = False, spacing: Sequence[float] | None = None) -> Cache:
+    """Cache every case once (re-using up-to-date entries), resampled to ``spacing`` if given. A bad case fails
+    the run (``on_bad_case="fail"``) or is skipped with a warning (``"skip"``); skipped cases are listed in
+    ``Cache.skipped``."""
     if on_bad_case not in ("fail", "skip"):
         raise DatasetError(f"on_bad_case must be 'fail' or 'skip', not {on_bad_case!r}.")
     root = Path(cache_dir)
@@ -98,9 +111,9 @@ def build_cache(dataset: Dataset, cache_dir: str | Path, names: Sequence[str] | 
         meta_path = d / "meta.json"
         try:
             fresh = (meta_path.is_file() and json.loads(meta_path.read_text()).get("fingerprint")
-                     == _fingerprint(case, dataset.label_values))
+                     == _fingerprint(case, dataset.label_values, spacing))
             if not fresh:
-                _cache_one(dataset, case, d)
+                _cache_one(dataset, case, d, spacing)
         except DatasetError as exc:
             if on_bad_case == "fail":
                 raise

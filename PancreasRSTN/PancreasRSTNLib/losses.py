@@ -1,6 +1,9 @@
 """Training losses on probability maps (after the sigmoid), per sample, flattened over the 3 slice channels.
 
 The soft DSC loss is the reference's; the Jaccard (IoU) loss is the one of Cai et al. (seed papers 003/004).
+On a sample whose target is empty (an organ-free slice, which the reference never trains on) both are 1 for any
+prediction above 1e-6 and give no gradient; there they become ``sum(p) / (sum(p) + 1)`` (smoothing 1), which
+pulls the prediction to 0 (``--negative-fraction``).
 """
 
 from __future__ import annotations
@@ -14,12 +17,18 @@ from .errors import RSTNError
 EPS = 1e-6
 
 
+def _empty_target_loss(p_sum: torch.Tensor, y_sum: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    """Per sample: ``loss`` where the target has organ voxels, ``sum(p) / (sum(p) + 1)`` where it has none."""
+    return torch.where(y_sum > 0, loss, p_sum / (p_sum + 1.0))
+
+
 def soft_dsc_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``1 - (2 sum(p*y) + eps) / (sum(p) + sum(y) + eps)`` per sample, averaged over the batch."""
     p = prob.flatten(1).float()
     y = target.flatten(1).float()
     inter = (p * y).sum(1)
-    return (1.0 - (2.0 * inter + EPS) / (p.sum(1) + y.sum(1) + EPS)).mean()
+    p_sum, y_sum = p.sum(1), y.sum(1)
+    return _empty_target_loss(p_sum, y_sum, 1.0 - (2.0 * inter + EPS) / (p_sum + y_sum + EPS)).mean()
 
 
 def jaccard_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -27,7 +36,8 @@ def jaccard_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p = prob.flatten(1).float()
     y = target.flatten(1).float()
     inter = (p * y).sum(1)
-    return (1.0 - (inter + EPS) / (p.sum(1) + y.sum(1) - inter + EPS)).mean()
+    p_sum, y_sum = p.sum(1), y.sum(1)
+    return _empty_target_loss(p_sum, y_sum, 1.0 - (inter + EPS) / (p_sum + y_sum - inter + EPS)).mean()
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"dsc": soft_dsc_loss, "jaccard": jaccard_loss}

@@ -31,15 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augmentation import AugmentConfig, augment_triplet
 from .bn_recalibration import has_batchnorm, recalibrate_view
 from .errors import DatasetError, ModelPackageError, OutputExistsError, RSTNError
-from .intensity import DEFAULT_WINDOW
+from .intensity import HUWindow
 from .losses import get_loss, joint_weights
 from .model import RSTN, RSTNConfig, SaliencyConfig, load_reference_state_dict
 from .training_data import (
     bounding_box,
     crop_margins,
     epoch_order,
+    labels_for_view,
     triplet,
     view_axis,
     view_samples,
@@ -53,11 +55,13 @@ MODES = ("S", "I", "J", "N", "C2F")
 @dataclass
 class TrainCase:
     """One training case in the canonical layout: ``image`` either windowed to [0, 1] (float32) or HU (int16,
-    e.g. a cache memmap; windowed per triplet on the fly), ``label`` the organ mask (uint8/bool)."""
+    e.g. a cache memmap; windowed per triplet on the fly), ``label`` the organ mask (uint8/bool). ``views``: the
+    views it gives slices of (a single axial slice: Z only)."""
 
     name: str
     image: np.ndarray
     label: np.ndarray
+    views: tuple[str, ...] = ("X", "Y", "Z")
 
 
 def phantom_cases(size: tuple[int, int, int], first_seed: int, count: int) -> tuple[list[TrainCase], dict]:
@@ -109,10 +113,20 @@ class TrainConfig:
     #: bn_recalibration.py; batch-1 training leaves them stale). None: on when the backbone has BatchNorm.
     bn_recalibration: bool | None = None
     bn_recalibration_samples: int = 500  # <= 0: every training slice of the view
+    hu_window: tuple[float, float] = (-100.0, 240.0)  # applied to HU cases (the reference's window by default)
+    augment: AugmentConfig | None = None  # None: no augmentation (the reference)
+    spacing: tuple[float, float, float] | None = None  # the voxel spacing of the training data (model.json)
 
     def __post_init__(self) -> None:
         self.views = tuple(self.views)
         self.schedule = tuple((str(m), int(n)) for m, n in self.schedule)
+        self.hu_window = tuple(float(v) for v in self.hu_window)
+        if len(self.hu_window) != 2 or self.hu_window[1] <= self.hu_window[0]:
+            raise RSTNError(f"HU window {self.hu_window} invalid: give low,high with low < high.")
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        if self.spacing is not None:
+            self.spacing = tuple(float(v) for v in self.spacing)
         for m, n in self.schedule:
             if m not in MODES:
                 raise RSTNError(f"Unknown training mode '{m}': use S, I, J, N (noisy fine-tuning) or C2F.")
@@ -133,6 +147,10 @@ class TrainConfig:
     def total_steps(self) -> int:
         return sum(n for _, n in self.schedule)
 
+    @property
+    def window(self) -> HUWindow:
+        return HUWindow(*self.hu_window)
+
     def rstn_config(self) -> RSTNConfig:
         return RSTNConfig(backbone=self.backbone, saliency=SaliencyConfig(tuple(self.saliency_kernels)),
                           backbone_kwargs=dict(self.backbone_kwargs))
@@ -143,13 +161,16 @@ class TrainConfig:
         d["schedule"] = [[m, n] for m, n in self.schedule]
         d["saliency_kernels"] = list(self.saliency_kernels)
         d["c2f_frame"] = list(self.c2f_frame)
+        d["hu_window"] = list(self.hu_window)
+        d["augment"] = None if self.augment is None else self.augment.to_dict()
+        d["spacing"] = None if self.spacing is None else list(self.spacing)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         d["schedule"] = tuple((m, n) for m, n in d.get("schedule", ()))
-        for k in ("views", "saliency_kernels", "c2f_frame"):
+        for k in ("views", "saliency_kernels", "c2f_frame", "hu_window"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -362,12 +383,16 @@ def _tensorboard(path: Path):
     return SummaryWriter(str(path))
 
 
-def _c2f_boxes(cases: Sequence[TrainCase], view: str) -> list[tuple[int, int, int, int]]:
-    """Each case's ground-truth 3-D box projected onto the view's slice plane (a0, a1, b0, b1)."""
+def _c2f_boxes(cases: Sequence[TrainCase], view: str) -> list[tuple[int, int, int, int] | None]:
+    """Each case's ground-truth 3-D box projected onto the view's slice plane (a0, a1, b0, b1); None for a case
+    without slices of this view."""
     axis = view_axis(view)
-    out = []
-    for case in cases:
-        proj = np.asarray(case.label).any(axis=axis)
+    out: list[tuple[int, int, int, int] | None] = []
+    for case, label in zip(cases, labels_for_view(cases, view), strict=True):
+        if label is None:
+            out.append(None)
+            continue
+        proj = np.asarray(label).any(axis=axis)
         box = bounding_box(proj[None], (0, 0, 0, 0))
         if box is None:
             raise DatasetError(f"Case {case.name} has an empty label; remove it or pick the right organ.")
@@ -412,10 +437,35 @@ def recalibrate_bn(model: RSTN, cases: Sequence[TrainCase], cfg: TrainConfig, vi
         return {"applied": False, "reason": "disabled" if cfg.bn_recalibration is False else "no BatchNorm layers"}
     t0 = time.perf_counter()
     info = recalibrate_view(model, cases, view, cfg.bn_recalibration_samples, cfg.slice_threshold,
-                            seed=cfg.seed * 1000 + "XYZ".index(view), rounds=cfg.T, margin=cfg.margin_fixed)
+                            seed=cfg.seed * 1000 + "XYZ".index(view), rounds=cfg.T, margin=cfg.margin_fixed,
+                            window=cfg.window)
     info["seconds"] = round(time.perf_counter() - t0, 2)
     log.info("view %s: BatchNorm statistics recalibrated on %s slices", view, info.get("samples"))
     return info
+
+
+def sample_tensors(case: TrainCase, view: str, j: int, cfg: TrainConfig, rng: np.random.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image, label) triplets of one training sample, (1, 3, H, W) float32: windowed to [0, 1] and, if the
+    config asks, augmented with draws from ``rng`` (the step's own generator, so resuming replays them)."""
+    x_np = triplet(case.image, view, j)
+    y_np = triplet(case.label, view, j)
+    is_hu = x_np.dtype != np.float32  # HU (int16 cache) or already windowed (phantoms)
+    window = cfg.window
+    if cfg.augment is None:
+        x_np = window.apply(x_np) if is_hu else x_np
+        x = torch.from_numpy(np.ascontiguousarray(x_np, dtype=np.float32))
+        y = torch.from_numpy(np.ascontiguousarray(y_np, dtype=np.float32))
+        return x[None], y[None]
+    x = torch.from_numpy(np.ascontiguousarray(x_np, dtype=np.float32))
+    y = torch.from_numpy(np.ascontiguousarray(y_np, dtype=np.float32))
+    if is_hu:
+        x, y = augment_triplet(x, y, rng, cfg.augment)
+        x = window.apply(x)
+    else:
+        x, y = augment_triplet(x, y, rng, cfg.augment, hu_per_unit=window.high - window.low, hu_offset=window.low)
+        x = x.clamp(0.0, 1.0)
+    return x[None].contiguous(), y[None].contiguous()
 
 
 def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Path, resume: bool = False,
@@ -429,7 +479,7 @@ def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Pat
     dist_info = dist_info or DistInfo()
     dev = pick_device(device, dist_info)
     view_idx = "XYZ".index(view)
-    samples = view_samples([c.label for c in cases], view, cfg.slice_threshold, cfg.negative_fraction, cfg.seed)
+    samples = view_samples(labels_for_view(cases, view), view, cfg.slice_threshold, cfg.negative_fraction, cfg.seed)
     if not samples:
         raise DatasetError(f"No training slices for view {view}: every label is empty. Check --organ / --label-value.")
     n_per_rank = len(epoch_order(len(samples), 0, 0, dist_info.rank, dist_info.world))
@@ -487,10 +537,8 @@ def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Pat
         rng = np.random.default_rng([cfg.seed, view_idx, step, dist_info.rank])
         prob = 1.0 if mode == "N" else cfg.margin_random_prob
         margins = crop_margins(rng, prob, 0, cfg.margin_high, cfg.margin_fixed)
-        x_np = triplet(case.image, view, sample.j)
-        x_np = DEFAULT_WINDOW.apply(x_np) if x_np.dtype != np.float32 else x_np  # HU (int16 cache) -> [0, 1]
-        x = torch.from_numpy(np.ascontiguousarray(x_np, dtype=np.float32))[None].to(dev)
-        y = torch.from_numpy(np.ascontiguousarray(triplet(case.label, view, sample.j), dtype=np.float32))[None].to(dev)
+        x, y = sample_tensors(case, view, sample.j, cfg, rng)
+        x, y = x.to(dev), y.to(dev)
         c2f_box = None
         if c2f_boxes is not None:
             frame = rng.integers(cfg.c2f_frame[0], cfg.c2f_frame[1] + 1, size=4)
@@ -602,6 +650,9 @@ def train(cases: Sequence[TrainCase], cfg: TrainConfig, out: Path, resume: bool 
                      "world_size": dist_info.world, "torch": torch.__version__})
     metadata["training"] = training
     metadata.setdefault("views", list(cfg.views))
+    metadata.setdefault("hu_window", cfg.window.to_dict())
+    if cfg.spacing is not None:
+        metadata.setdefault("spacing", list(cfg.spacing))
     if cfg.method == "c2f":
         metadata.setdefault("method", "c2f")
     return save_model_package(out / "model", models, metadata, overwrite=overwrite or resume)

@@ -80,14 +80,22 @@ class Sample:
     j: int
 
 
-def view_samples(labels: Sequence[np.ndarray], view: str, slice_threshold: float = 0.98,
+def labels_for_view(cases: Sequence, view: str) -> list[np.ndarray | None]:
+    """Each case's label, or None for a case that gives no slices of this view (a single axial slice is a
+    case of view Z only: ``case.views``)."""
+    return [c.label if view in getattr(c, "views", tuple(VIEW_AXIS)) else None for c in cases]
+
+
+def view_samples(labels: Sequence[np.ndarray | None], view: str, slice_threshold: float = 0.98,
                  negative_fraction: float = 0.0, seed: int = 0) -> list[Sample]:
-    """All training samples (case index, slice index) of one view over the cases.
+    """All training samples (case index, slice index) of one view over the cases (None labels are skipped).
 
     ``negative_fraction`` (not in the reference, default 0): also add that many organ-free slices per
     selected slice, drawn deterministically, so the coarse net learns to stay silent away from the organ."""
     out: list[Sample] = []
     for c, lab in enumerate(labels):
+        if lab is None:
+            continue
         chosen = select_slices(lab, view, slice_threshold)
         out.extend(Sample(c, int(j)) for j in chosen)
         if negative_fraction > 0:
