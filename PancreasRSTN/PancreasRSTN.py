@@ -10,6 +10,7 @@ slicer-core wheel (CI): there only the Logic is usable.
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import subprocess
@@ -125,6 +126,7 @@ class PancreasRSTNParameterNode:
     viewZ: bool = True
     postprocess: bool = True
     allowNonCT: bool = False
+    resample: bool = True
     batchSize: Annotated[int, WithinRange(0, 256)] = 0
     device: str = "Auto"
     trainDatasetDir: Path = Path()
@@ -158,7 +160,7 @@ class PancreasRSTNLogic(ScriptedLoadableModuleLogic, _CoreLogic):
                           prob_threshold=float(p.probThreshold), margin=int(p.margin), postprocess=bool(p.postprocess),
                           views=views, batch_size=int(p.batchSize) or None, device=str(p.device).lower(),
                           keep_only_final=bool(p.keepOnlyFinal), replace_previous=bool(p.replacePrevious),
-                          allow_non_ct=bool(p.allowNonCT))
+                          allow_non_ct=bool(p.allowNonCT), resample=bool(p.resample))
 
 
 __all__ = ["PancreasRSTN", "PancreasRSTNLogic", "PancreasRSTNParameterNode", "RunOptions", "RunResult", "RunSession"]
@@ -305,9 +307,7 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         organ = self.ui.organComboBox.currentData
         if self._parameterNode and organ:
             self._parameterNode.organ = organ
-        model = self._models_by_organ.get(organ, [None])[0] if hasattr(self, "_models_by_organ") else None
-        self.ui.modelInfoLabel.text = (
-            f"Model: {model.label}" + (f"\n<b>{model.warning}</b>" if model and model.warning else "") if model else
+        self.ui.modelInfoLabel.text = self.logic.model_description(organ) if organ else (
             "No model installed: open the Model manager.")
         self.updateButtons()
 
@@ -334,7 +334,8 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._rounds = []
         self._result = None
         self._run = BackgroundRun(self._session.image, self._session.jobs, self._session.config,
-                                  options.device, allow_non_ct=options.allow_non_ct).start()
+                                  options.device, allow_non_ct=options.allow_non_ct,
+                                  resample=options.resample).start()
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = "Starting..."
         self._timer = qt.QTimer()
@@ -523,7 +524,8 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         rows = {item.row() for item in self.ui.modelsTableWidget.selectedItems()}
         if rows:
             m = self._models[min(rows)]
-            self.ui.modelWarningLabel.text = f"{m.path}" + (f"\n<b>{m.warning}</b>" if m.warning else "")
+            self.ui.modelWarningLabel.text = html.escape(str(m.path)) + (
+                f"<br><b>{html.escape(m.warning)}</b>" if m.warning else "")
 
     def _install(self, source: str) -> None:
         from PancreasRSTNLib.errors import OutputExistsError
@@ -775,10 +777,10 @@ class PancreasRSTNTest(ScriptedLoadableModuleTest):
         self.assertIsNotNone(volume)
         before = slicer.util.arrayFromVolume(volume).copy()
         logic = PancreasRSTNLogic()
-        models = [m for m in logic.installed_models() if m.organ == "pancreas"]
-        self.assertTrue(models, "the bundled demo model for the pancreas must be installed with the extension")
+        models = [m for m in logic.installed_models() if m.organ == "pancreas" and not m.synthetic]
+        self.assertTrue(models, "the bundled real-CT pancreas model must be installed with the extension")
 
-        self.delayDisplay("Segmenting with the demo model (2 rounds)")
+        self.delayDisplay("Segmenting with the default pancreas model (2 rounds)")
         rounds = []
         result = logic.run(volume, self._demo_options(), on_round=rounds.append)
 

@@ -120,7 +120,8 @@ def iterate_jobs(image, jobs: list[Job], config, device: str = "auto",
                  progress: Callable[[float, str], None] | None = None,
                  cancel: Callable[[], bool] | None = None,
                  load_package: Callable | None = None,
-                 segment: Callable | None = None, allow_non_ct: bool = False) -> Iterator[tuple[str, Any]]:
+                 segment: Callable | None = None, allow_non_ct: bool = False,
+                 resample: bool = True) -> Iterator[tuple[str, Any]]:
     """Segment ``image`` for every job in turn, yielding (organ, round result) as rounds finish.
 
     Progress fractions cover the whole run (organ i of n takes [i/n, (i+1)/n])."""
@@ -143,7 +144,7 @@ def iterate_jobs(image, jobs: list[Job], config, device: str = "auto",
         organ_progress(0.0, "loading model")
         package = load_package(job.model_dir, device="cpu")  # the engine moves it to the run device
         for result in segment(image, package, config, progress=organ_progress, cancel=cancel, device=device,
-                              allow_non_ct=allow_non_ct):
+                              allow_non_ct=allow_non_ct, resample=resample):
             yield job.organ, result
         organ_progress(1.0, "done")
 

@@ -1,8 +1,9 @@
-"""Where models live and how users add them: a per-user models folder plus the bundled demo model.
+"""Where models live and how users add them: a per-user models folder plus the models shipped with the code.
 
 Pure Python (no Slicer): the Slicer model manager and the CLI share it. A model is a folder with
 ``model.json`` and one safetensors file per view (see ``model_package``). Installing copies into the user
-folder and never overwrites an installed model unless asked.
+folder and never overwrites an installed model unless asked. When no model is named, the best installed one
+for the organ is used: the user's own before the bundled ones, never a synthetic one.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import sys
 import tempfile
 import zipfile
@@ -17,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelPackageError, OutputExistsError
+from .model_package import SYNTHETIC_WARNING as SYNTHETIC_WARNING  # re-exported: the model manager shows it
+from .model_package import is_synthetic, migrate_metadata, model_spacing, model_warning
 
 MODELS_ENV = "PANCREAS_RSTN_MODELS"
-SYNTHETIC_WARNING = "Synthetic demo model: trained on phantoms, not for clinical use."
+DATA_PREFIX = ("share", "pancreas-rstn")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,17 +43,44 @@ def user_models_dir(create: bool = True) -> Path:
     return root
 
 
-def bundled_models_dirs() -> list[Path]:
-    """Folders holding models shipped with the code: the repository's Resources/Models (development, pip
-    editable installs), the module's Resources/Models (built Slicer extension) and <prefix>/share/pancreas-rstn/Models
-    (a regular pip install)."""
-    candidates = [_REPO_ROOT / "Resources" / "Models", Path(__file__).resolve().parents[1] / "Resources" / "Models",
-                  Path(sys.prefix) / "share" / "pancreas-rstn" / "Models"]
+def _pip_data_dirs(name: str) -> list[Path]:
+    """<prefix>/share/pancreas-rstn/<name> of the installed distribution, read from its file list (so a venv,
+    the system, ``--user`` and ``--prefix`` installs are all found)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("pancreas-rstn")
+    except PackageNotFoundError:
+        return []
+    marker = (*DATA_PREFIX, name)
+    found: list[Path] = []
+    for entry in dist.files or []:
+        parts = Path(str(entry)).parts
+        for i in range(len(parts) - len(marker) + 1):
+            if parts[i:i + len(marker)] == marker:
+                found.append(Path(str(dist.locate_file(Path(*parts[:i + len(marker)])))))
+                break
+    return found
+
+
+def installed_data_dirs(name: str) -> list[Path]:
+    """Folders named ``name`` (Models, SampleData) shipped with the code, wherever this install put them: the
+    repository's Resources/ (development, editable installs), the module's Resources/ (built Slicer extension),
+    and <prefix>/share/pancreas-rstn/ of a pip install."""
+    candidates = [_REPO_ROOT / "Resources" / name, Path(__file__).resolve().parents[1] / "Resources" / name,
+                  *_pip_data_dirs(name), Path(sys.prefix).joinpath(*DATA_PREFIX, name),
+                  Path(site.getuserbase()).joinpath(*DATA_PREFIX, name)]
     seen: list[Path] = []
     for c in candidates:
+        c = c.resolve()
         if c.is_dir() and c not in seen:
             seen.append(c)
     return seen
+
+
+def bundled_models_dirs() -> list[Path]:
+    """Folders holding the models shipped with the code (see ``installed_data_dirs``)."""
+    return installed_data_dirs("Models")
 
 
 @dataclass
@@ -68,24 +99,24 @@ class ModelInfo:
 
     @property
     def warning(self) -> str:
-        return SYNTHETIC_WARNING if self.synthetic else ""
+        return model_warning(self.metadata) or ""
+
+    @property
+    def spacing(self) -> tuple[float, float, float] | None:
+        return model_spacing(self.metadata)
+
+    @property
+    def held_out_dsc(self) -> float | None:
+        """Mean DSC on patients the model never saw, as measured by whoever trained it (model.json)."""
+        evaluation = self.metadata.get("evaluation")
+        value = evaluation.get("held_out_dsc") if isinstance(evaluation, dict) else None
+        return float(value) if isinstance(value, (int, float)) else None
 
     @property
     def label(self) -> str:
         """One line for combo boxes."""
         extra = " [synthetic demo, not for clinical use]" if self.synthetic else ""
         return f"{self.name} ({self.backbone}, {'/'.join(self.views)}){extra}"
-
-
-def _is_synthetic(meta: dict) -> bool:
-    training = meta.get("training") or {}
-    if not isinstance(training, dict):
-        training = {}
-    if meta.get("synthetic") is True or training.get("synthetic") is True:
-        return True
-    text = " ".join(str(v) for v in (meta.get("name", ""), meta.get("warning", ""), meta.get("description", ""),
-                                      training.get("dataset", ""), meta.get("provenance", ""))).lower()
-    return any(word in text for word in ("synthetic", "phantom", "demo"))
 
 
 def read_model_info(folder: str | Path, source: str = "user") -> ModelInfo:
@@ -98,6 +129,9 @@ def read_model_info(folder: str | Path, source: str = "user") -> ModelInfo:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelPackageError(f"{meta_path} cannot be read as JSON ({exc}). Reinstall the model.") from exc
+    if not isinstance(meta, dict):
+        raise ModelPackageError(f"{meta_path} does not hold a JSON object. Reinstall the model.")
+    meta = migrate_metadata(meta, meta_path)
     organ = meta.get("organ") or {}
     organ_name = organ.get("name") if isinstance(organ, dict) else str(organ)
     rstn = meta.get("rstn") or meta.get("rstn_config") or {}
@@ -111,7 +145,7 @@ def read_model_info(folder: str | Path, source: str = "user") -> ModelInfo:
         views=[str(v) for v in meta.get("views", [])],
         provenance=str(provenance),
         source=source,
-        synthetic=_is_synthetic(meta),
+        synthetic=is_synthetic(meta),
         metadata=meta,
     )
 
@@ -134,24 +168,61 @@ def list_models(user_root: str | Path | None = None, include_bundled: bool = Tru
     return found
 
 
+def preference(m: ModelInfo) -> tuple:
+    """Sort key of the default choice: real before synthetic, the user's own before the bundled ones, then the
+    best measured held-out DSC, then the name."""
+    dsc = m.held_out_dsc
+    return (m.synthetic, m.source != "user", -(dsc if dsc is not None else -1.0), m.name)
+
+
 def models_by_organ(models: list[ModelInfo]) -> dict[str, list[ModelInfo]]:
-    """Group models by organ; user models come before bundled ones, real before synthetic."""
+    """Group models by organ, each group in order of preference."""
     groups: dict[str, list[ModelInfo]] = {}
-    for m in sorted(models, key=lambda m: (m.synthetic, m.source != "user", m.name)):
+    for m in sorted(models, key=preference):
         groups.setdefault(m.organ, []).append(m)
     return groups
 
 
 def find_model(organ: str, models: list[ModelInfo]) -> ModelInfo:
-    """The preferred model for an organ, or a ModelPackageError saying what is installed and how to add one."""
+    """The default model for an organ: the preferred real (non-synthetic) one. A synthetic model is never
+    chosen by default (it would be run on a real CT); a ModelPackageError says what is installed and what to do."""
     groups = models_by_organ(models)
+    real = [m for m in groups.get(organ, []) if not m.synthetic]
+    if real:
+        return real[0]
     if organ in groups:
-        return groups[organ][0]
+        names = ", ".join(m.name for m in groups[organ])
+        raise ModelPackageError(
+            f"Only synthetic demo models are installed for organ '{organ}' ({names}): they were trained on phantoms "
+            "and find nothing in a real CT, so none is used by default. Install a model trained on real CT (model "
+            "manager, or `pancreas-rstn models install`), or name the synthetic one explicitly (--model NAME) to "
+            "try it on a phantom."
+        )
     installed = ", ".join(sorted(groups)) or "none"
     raise ModelPackageError(
         f"No model is installed for organ '{organ}' (models installed for: {installed}). Install one in the "
         f"model manager (Install folder/zip, or Import reference .pkl), or train one."
     )
+
+
+def resolve_model(spec: str | Path | None, organ: str = "pancreas", user_root: str | Path | None = None) -> ModelInfo:
+    """What ``--model`` names: a model folder, the name of an installed or bundled model (as ``models list``
+    shows it), or nothing (the default model for ``organ``)."""
+    models = list_models(user_root)
+    if spec is None or str(spec) == "":
+        return find_model(organ, models)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return read_model_info(path, "folder")
+    matches = [m for m in sorted(models, key=preference) if str(spec) in (m.name, m.path.name)]
+    if matches:
+        return matches[0]
+    if path.suffix or os.sep in str(spec) or "/" in str(spec):
+        raise ModelPackageError(f"Model folder not found: {path}. Give a folder holding model.json, or the name of "
+                                "a model that `pancreas-rstn models list` shows.")
+    names = ", ".join(sorted({m.name for m in models})) or "none"
+    raise ModelPackageError(f"No model named '{spec}' is installed (installed and bundled: {names}). Give one of "
+                            "these names or a model folder; `pancreas-rstn models list` shows them.")
 
 
 def _find_model_root(folder: Path) -> Path:

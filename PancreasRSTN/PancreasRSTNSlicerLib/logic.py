@@ -153,6 +153,7 @@ class RunOptions:
     keep_only_final: bool = False
     replace_previous: bool = False
     allow_non_ct: bool = False
+    resample: bool = True  # to the model's spacing, when the CT's differs by more than 10 %
 
     def inference_config(self):
         from PancreasRSTNLib.inference import InferenceConfig
@@ -456,6 +457,27 @@ class PancreasRSTNLogic:
 
         return list_models(self.models_root)
 
+    def model_description(self, organ: str) -> str:
+        """What the panel says about the model a run would use for ``organ`` (rich text on one line, so Qt renders
+        the tags): its name, spacing and measured accuracy, and its warning; or why none would be used."""
+        import html
+
+        from PancreasRSTNLib.user_models import find_model
+
+        try:
+            model = find_model(get_organ(organ).name, self.installed_models())
+        except RSTNError as exc:
+            return f"<b>{html.escape(str(exc))}</b>"
+        details = []
+        if model.spacing:
+            details.append("x".join(f"{s:g}" for s in model.spacing) + " mm")
+        if model.held_out_dsc is not None:
+            details.append(f"held-out DSC {model.held_out_dsc:.2f}")
+        text = f"Model: {html.escape(model.label)}" + (f" ({', '.join(details)})" if details else "")
+        if model.warning:
+            text += f"<br><b>{html.escape(model.warning)}</b>"
+        return text
+
     def resolve_jobs(self, organs: Sequence[str]) -> list[Job]:
         """One job per organ, with the model that segments it (ModelPackageError when one is missing)."""
         from PancreasRSTNLib.user_models import find_model
@@ -486,6 +508,7 @@ class PancreasRSTNLogic:
         try:
             for organ, result in iterate_jobs(session.image, session.jobs, session.config, options.device,
                                               progress=progress, cancel=cancel, allow_non_ct=options.allow_non_ct,
+                                              resample=options.resample,
                                               **job_kwargs):
                 nodes = session.add_round(organ, result)
                 if on_round is not None:

@@ -1,4 +1,8 @@
-"""``pancreas-rstn segment INPUT -o OUTPUT --model DIR``: segment one CT, round by round."""
+"""``pancreas-rstn segment INPUT -o OUTPUT [--model NAME|DIR]``: segment one CT, round by round.
+
+Without ``--model`` the best installed model for ``--organ`` is used (the user's own before the bundled ones,
+never a synthetic one); the run resamples the CT to the model's spacing when they differ (``--no-resample``
+keeps the reference's behaviour) and writes every result on the exact input grid."""
 
 from __future__ import annotations
 
@@ -8,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import EmptyPredictionError, RSTNError
 from ..inference import InferenceConfig
 from ..model_package import load_model_package
 from ..progress import ProgressBar
+from ..round_files import save_round
 from ..segmentation import GridRound, segment_image
+from ..user_models import resolve_model
 from ..volume_io import check_can_write, read_image, write_image
 
 
@@ -23,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Segment an organ in a CT with a model package; every round is reported.")
     p.add_argument("input", help="CT volume: NIfTI, NRRD, MHA file or a DICOM series folder")
     p.add_argument("-o", "--output", required=True, help="output label map (format from the extension, e.g. .nii.gz)")
-    p.add_argument("--model", required=True, help="model package folder (holds model.json)")
+    p.add_argument("--model", default=None,
+                   help="a model folder (holds model.json) or the name of an installed model (`models list`); "
+                   "default: the best installed real-CT model for --organ")
+    p.add_argument("--organ", default="pancreas", help="organ whose default model is used when --model is not given")
     add_inference_arguments(p)
     p.add_argument("--save-iterations", metavar="DIR", help="write every round's mask and saliency channels here")
     p.add_argument("--probability", metavar="FILE", help="also write the final fused probability map")
@@ -40,7 +47,7 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-iter", type=int, default=d.max_iter, help="maximum fine rounds (default 10)")
     p.add_argument("--prob-threshold", type=float, default=d.prob_threshold, help="probability threshold (0.5)")
     p.add_argument("--margin", type=int, default=d.margin, help="crop margin in pixels (20)")
-    p.add_argument("--views", default="XYZ", help="views to use, e.g. XYZ or Z (default XYZ)")
+    p.add_argument("--views", default=None, help="views to use, e.g. XYZ or Z (default: every view of the model)")
     p.add_argument("--no-postprocess", action="store_true", help="keep all connected components")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -50,35 +57,31 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                    help="grow fine crops to multiples of this to batch more of them (faster; 1 = exact reference boxes)")
     p.add_argument("--coarse-downsample", type=int, default=1, choices=[1, 2, 3, 4],
                    help="run the coarse stage on slices pooled by this factor (faster on CPU; 1 = faithful)")
+    p.add_argument("--no-resample", action="store_true",
+                   help="run at the CT's own voxel spacing (the reference's behaviour) even when it differs from the "
+                   "model's by more than 10 %%")
 
 
-def config_from_args(args: argparse.Namespace) -> InferenceConfig:
+def config_from_args(args: argparse.Namespace, model_views: tuple[str, ...] = ("X", "Y", "Z")) -> InferenceConfig:
+    views = tuple(args.views.upper()) if args.views else tuple(model_views)
     return InferenceConfig(
         thr=args.thr, max_iter=args.max_iter, prob_threshold=args.prob_threshold, margin=args.margin,
-        views=tuple(args.views.upper()), postprocess=not args.no_postprocess, precision=args.precision,
+        views=views, postprocess=not args.no_postprocess, precision=args.precision,
         batch_size=args.batch_size, coarse_downsample=args.coarse_downsample,
         crop_bucket=args.crop_bucket,
     )
 
 
-def round_summary(r: GridRound, spacing_ml: float) -> dict:
+def round_summary(r: GridRound) -> dict:
+    """One round as the summary reports it: voxels and volume on the input grid."""
     return {
         "round": r.index,
         "stage": r.stage,
         "voxels": r.voxel_count,
-        "volume_ml": round(r.voxel_count * spacing_ml, 3),
+        "volume_ml": round(r.volume_ml, 3),
         "dsc_to_previous": None if r.dsc_to_previous is None else round(r.dsc_to_previous, 5),
         "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
     }
-
-
-def save_round(r: GridRound, directory: Path, label_value: int, overwrite: bool) -> list[Path]:
-    """Write a round's mask and (fine rounds) each view's three saliency channels as NIfTI on the input grid."""
-    written = [write_image(r.mask_image(label_value), directory / f"round_{r.index:02d}_mask.nii.gz", overwrite)]
-    for view in sorted(r.saliency):
-        for c, img in enumerate(r.saliency_images(view)):
-            written.append(write_image(img, directory / f"round_{r.index:02d}_saliency_{view}_ch{c}.nii.gz", overwrite))
-    return written
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,19 +92,22 @@ def run(args: argparse.Namespace) -> int:
     save_dir = Path(args.save_iterations) if args.save_iterations else None
     if save_dir and save_dir.exists() and any(save_dir.iterdir()) and not args.overwrite:
         raise RSTNError(f"{save_dir} is not empty. Choose an empty folder for --save-iterations or pass --overwrite.")
-    config = config_from_args(args)
+    model = resolve_model(args.model, args.organ)
+    package = load_model_package(model.path, views=tuple(args.views.upper()) if args.views else None)
+    config = config_from_args(args, package.views)
+    warning = package.warning
+    if warning and not args.json:
+        print(f"WARNING: model '{package.metadata['name']}': {warning}", file=sys.stderr)
     t0 = time.perf_counter()
     image = read_image(args.input)
     read_seconds = time.perf_counter() - t0
-    package = load_model_package(args.model, views=config.views)
     label_value = int(package.metadata["organ"].get("label_value", 1))
-    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     rounds: list[dict] = []
     last: GridRound | None = None
     with ProgressBar(disable=args.json) as bar:
         for r in segment_image(image, package, config, device=args.device, progress=bar.update,
-                               allow_non_ct=args.allow_non_ct):
-            rounds.append(round_summary(r, voxel_ml))
+                               allow_non_ct=args.allow_non_ct, resample=not args.no_resample):
+            rounds.append(round_summary(r))
             bar.write(format_round(rounds[-1]))
             if save_dir:
                 save_round(r, save_dir, label_value, args.overwrite)
@@ -117,11 +123,18 @@ def run(args: argparse.Namespace) -> int:
     if args.probability:
         write_image(last.probability_image(), args.probability, args.overwrite)
     write_seconds = time.perf_counter() - t0
+    mapping = last.mapping
     summary = {
         "input": str(args.input),
         "output": str(output),
         "model": package.metadata["name"],
+        "model_path": str(model.path),
+        "model_source": "--model" if args.model else f"default for {args.organ} ({model.source})",
+        "warning": warning,
         "organ": package.organ,
+        "input_spacing": [round(s, 4) for s in mapping.input_spacing],
+        "model_spacing": None if package.spacing is None else [round(s, 4) for s in package.spacing],
+        "resampled_to": None if mapping.resampling is None else [round(s, 4) for s in mapping.model_spacing],
         "device": last.device,
         "rounds": rounds,
         "fine_rounds": last.index,
@@ -147,6 +160,10 @@ def format_round(s: dict) -> str:
 def print_summary(summary: dict) -> None:
     reason = {"converged": "converged", "max_iter": "reached --max-iter", "empty": "empty mask"}.get(
         summary["stop_reason"], summary["stop_reason"])
+    print(f"model: {summary['model']} [{summary['model_source']}] {summary['model_path']}")
+    if summary["resampled_to"]:
+        print("resampled from " + "x".join(f"{s:g}" for s in summary["input_spacing"]) + " mm to "
+              + "x".join(f"{s:g}" for s in summary["resampled_to"]) + " mm (the model's spacing) and back")
     print(f"{summary['organ']}: {summary['volume_ml']:.2f} ml after {summary['fine_rounds']} fine round(s) ({reason})")
     history = ", ".join(f"{d:.4f}" for d in summary["dsc_history"]) or "none"
     print(f"inter-round DSC: {history}")
@@ -158,4 +175,6 @@ def print_summary(summary: dict) -> None:
     stages["write"] = summary["seconds"]["write"]
     print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()) + f"; total {summary['seconds']['total']:.2f} s")
     print(f"device: {summary['device']}")
+    if summary["warning"]:
+        print(f"WARNING: {summary['warning']}")
     print(f"wrote {summary['output']}")
