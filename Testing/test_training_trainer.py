@@ -232,3 +232,54 @@ def test_cli_train_on_phantoms(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(args[:-1] + ["--steps", "Q:3", "--overwrite", "--no-progress"]) == 1
     assert "Unknown training mode" in capsys.readouterr().err
+
+
+def _jpeg_slices(folder, n=2, size=(40, 36)):
+    """A tiny JPEG slice set: images/CASE-1SSS.jpg + masks/ (grey = HU clipped to [0, 255], as the NIH JPEGs)."""
+    import SimpleITK as sitk
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for k in range(n):
+        grey = np.full(size, 0, np.uint8)
+        grey[8:32, 6:30] = 60 + 20 * k
+        mask = np.zeros(size, np.uint8)
+        mask[14:22, 12:24] = 255
+        sitk.WriteImage(sitk.GetImageFromArray(grey), str(folder / "images" / f"CASEA-10{k + 10}.jpg"))
+        sitk.WriteImage(sitk.GetImageFromArray(mask), str(folder / "masks" / f"CASEA-10{k + 10}.jpg"))
+    return folder
+
+
+def test_cli_train_records_spacing_window_augmentation_and_axial_slices(tmp_path, capsys):
+    import SimpleITK as sitk
+
+    from PancreasRSTNLib.phantom import make_phantom
+
+    data = tmp_path / "data"
+    for i, seed in enumerate((5, 6)):
+        image, label = make_phantom((48, 48, 16), seed=seed)
+        (data / "images").mkdir(parents=True, exist_ok=True)
+        (data / "labels").mkdir(exist_ok=True)
+        sitk.WriteImage(image, str(data / "images" / f"case{i}.nii.gz"))
+        sitk.WriteImage(label, str(data / "labels" / f"case{i}.nii.gz"))
+    slices = _jpeg_slices(tmp_path / "jpeg")
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(data), "--organ", "pancreas", "-o", str(out), "--views", "Z",
+               "--backbone", "light", "--widths", "4,8", "--steps", "S:2,I:2,J:2", "--spacing", "9,9,14",
+               "--hu-window", "0,250", "--augment", "--axial-slices", str(slices), "--slices-window=-1.4,257.4",
+               "--no-progress", "--checkpoint-every", "0"])
+    assert rc == 0
+    meta = json.loads((out / "model" / "model.json").read_text())
+    assert meta["spacing"] == [9.0, 9.0, 14.0] and meta["hu_window"] == {"low": 0.0, "high": 250.0}
+    config = meta["training"]["config"]
+    assert config["augment"]["scale"] == 0.2 and config["spacing"] == [9.0, 9.0, 14.0]
+    assert meta["training"]["data"]["axial_slices"]["slices"] == 2
+    assert meta["training"]["cases"][-2:] == ["slice_CASEA-1010", "slice_CASEA-1011"]
+    cached = np.load(out / "cache" / "case0" / "image.npy", mmap_mode="r")
+    assert cached.shape == (38, 38, 14)  # 340 x 340 x 192 mm at 9 x 9 x 14 mm
+    # a window below the slices' display window is refused before any training
+    rc = main(["train", "--data", str(data), "-o", str(tmp_path / "run2"), "--views", "Z", "--backbone", "light",
+               "--widths", "4,8", "--steps", "S:1", "--axial-slices", str(slices), "--slices-window=-1.4,257.4",
+               "--no-progress"])
+    assert rc == 1 and "below the JPEG slices' display window" in capsys.readouterr().err
+    assert not (tmp_path / "run2" / "checkpoints").exists()

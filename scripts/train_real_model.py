@@ -28,6 +28,7 @@ import platform
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +69,34 @@ SCANNERS = {  # how other scanners would give the held-out volume (canonical spa
 
 
 def experiments(include_jpeg_ablation: bool) -> dict[str, dict]:
+    """The JPEG slices feed view Z only: without them, views X and Y train on exactly the same samples with the
+    same seeds, so the ablation retrains Z alone and borrows X and Y from the run with the slices."""
     out = {}
     for test in VOLUMES:
         train_on = [v for v in VOLUMES if v != test]
-        out[f"cv_test{test[-4:]}_jpeg"] = {"train": train_on, "test": test, "jpeg": True}
+        with_jpeg = f"cv_test{test[-4:]}_jpeg"
+        out[with_jpeg] = {"train": train_on, "test": test, "jpeg": True}
         if include_jpeg_ablation:
-            out[f"cv_test{test[-4:]}_nojpeg"] = {"train": train_on, "test": test, "jpeg": False}
+            out[f"cv_test{test[-4:]}_nojpeg"] = {"train": train_on, "test": test, "jpeg": False, "views": "Z",
+                                                 "borrow_views_from": with_jpeg}
     out["final"] = {"train": list(VOLUMES), "test": None, "jpeg": True}
     return out
+
+
+def borrowed_package(work: Path, name: str, spec: dict) -> Path:
+    """The ablation's Z network with the X and Y networks of ``spec['borrow_views_from']`` (trained on the same
+    samples), as one package to test."""
+    from PancreasRSTNLib.model_package import save_model_package
+
+    combined = work / name / "model_xyz"
+    if (combined / "model.json").is_file():
+        return combined
+    own = load_model_package(work / name / "model")
+    other = load_model_package(work / spec["borrow_views_from"] / "model")
+    models = {v: other.models[v] for v in other.models if v not in own.models} | dict(own.models)
+    meta = {k: v for k, v in own.metadata.items() if k not in ("files", "views", "rstn")}
+    meta["training"] = dict(meta.get("training", {}), views_borrowed_from=spec["borrow_views_from"])
+    return save_model_package(combined, models, meta)
 
 
 def log(message: str) -> None:
@@ -261,7 +282,10 @@ def main() -> int:
         if not (package_dir / "model.json").is_file():
             meta = {"name": MODEL_NAME if name == "final" else f"{MODEL_NAME}-{name}", "organ": "pancreas",
                     "training": {"data": {"volumes": spec["train"], "jpeg_slices": n_jpeg, "citation": CITATION}}}
-            train(cases, cfg, out, resume=True, device=device, progress=False, package_metadata=meta)
+            run_cfg = replace(cfg, views=tuple(spec.get("views", cfg.views)))
+            train(cases, run_cfg, out, resume=True, device=device, progress=False, package_metadata=meta)
+        if spec.get("borrow_views_from"):
+            package_dir = borrowed_package(args.work, name, spec)
         entry = results.setdefault("experiments", {}).setdefault(name, {})
         entry.update({"train": spec["train"], "test": spec["test"], "jpeg_slices": n_jpeg,
                       "train_seconds": entry.get("train_seconds") or round(time.perf_counter() - t0, 1),

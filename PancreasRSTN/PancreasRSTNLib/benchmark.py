@@ -3,7 +3,8 @@ in one process, on the same weights and the same volume, warmed up the same way;
 
 Without ``--model`` the weights are random and the fine stage crops by the phantom's ground truth (the
 reference's oracle testing), so the crop sizes are realistic and exactly ``max_iter`` fine rounds run whatever
-the weights predict: an upper bound of the real cost. With ``--model`` the run is the real one.
+the weights predict: an upper bound of the real cost. With ``--model`` the run is the real one, as ``segment``
+runs it: resampled to the model's spacing when the CT's differs (timed as its own stages, in and out).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from .backbones import backbone_gflops
 from .errors import RSTNError
 from .geometry import from_canonical
 from .inference import VIEW_AXES, InferenceConfig, RSTNEngine, device_description, resolve_device
+from .intensity import DEFAULT_WINDOW, HUWindow
 from .metrics import dice
 from .model import RSTN, RSTNConfig
 from .model_package import load_model_package
 from .reference_loop import reference_segment
-from .segmentation import canonical_hu
+from .segmentation import GridMapping, GridRound, canonical_hu
 from .volume_io import read_image, write_image
 
 # Dense peak TFLOP/s by (device-name fragment, dtype): what "achieved against the peak" is measured against.
@@ -62,6 +64,7 @@ class BenchmarkSettings:
     training_size: int = 512
     training_steps: int = 5
     seed: int = 0
+    resample: bool = True  # with --model: to the model's spacing, as segment does
 
 
 def _median(values: list[float]) -> float:
@@ -111,10 +114,11 @@ def _volume(settings: BenchmarkSettings, log: Callable[[str], None]) -> tuple[np
     return hu, truth, timings, geometry
 
 
-def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str]:
+def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str, tuple | None, HUWindow]:
+    """(models, description, the model's spacing, its HU window)."""
     if settings.model:
         pkg = load_model_package(settings.model)
-        return pkg.models, f"package {pkg.metadata['name']}"
+        return pkg.models, f"package {pkg.metadata['name']}", pkg.spacing, pkg.window
     torch.manual_seed(settings.seed)
     config = RSTNConfig(backbone=settings.backbone, backbone_kwargs=settings.backbone_kwargs)
     models = {v: RSTN(config).eval() for v in "XYZ"}
@@ -124,7 +128,7 @@ def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str]:
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Conv2d) and "score" in name:
                 torch.nn.init.normal_(module.weight, std=0.01)
-    return models, f"random {settings.backbone} weights (seed {settings.seed})"
+    return models, f"random {settings.backbone} weights (seed {settings.seed})", None, DEFAULT_WINDOW
 
 
 def _coarse_gflop(models: dict[str, RSTN], shape: tuple[int, ...]) -> float:
@@ -137,11 +141,11 @@ def _coarse_gflop(models: dict[str, RSTN], shape: tuple[int, ...]) -> float:
     return total
 
 
-def _run_engine(models, hu, config, device) -> tuple[list, float, torch.dtype]:
+def _run_engine(models, hu, config, device, window: HUWindow = DEFAULT_WINDOW) -> tuple[list, float, torch.dtype]:
     """One timed run, engine set-up (weights to the device, BatchNorm folding) included."""
     _sync(device)
     t0 = time.perf_counter()
-    engine = RSTNEngine(models, config, device=device)
+    engine = RSTNEngine(models, config, device=device, window=window)
     rounds = list(engine.run(hu))
     _sync(device)
     return rounds, time.perf_counter() - t0, engine.dtype
@@ -154,8 +158,19 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     if settings.input and not settings.model:
         raise RSTNError("Benchmarking a real CT needs its model (--model DIR): oracle crops need a phantom's labels.")
     hu, truth, io_timings, geometry = _volume(settings, log)
-    models, weights = _models(settings)
+    models, weights, model_spacing, window = _models(settings)
     report["weights"] = weights
+    mapping = GridMapping.for_input(hu.shape, geometry.canonical_spacing, model_spacing, resample=settings.resample)
+    if mapping.resampling is not None:
+        t0 = time.perf_counter()
+        input_shape = hu.shape
+        hu = mapping.to_model(hu)
+        truth = None if truth is None else mapping.truth_to_model(truth)
+        io_timings["resample in"] = time.perf_counter() - t0
+        report["resampled"] = {"input_shape": list(input_shape), "input_spacing": list(mapping.input_spacing),
+                               "model_shape": list(hu.shape), "model_spacing": list(mapping.model_spacing)}
+        log(f"resampled {input_shape} at {tuple(round(s, 3) for s in mapping.input_spacing)} mm to {hu.shape} at "
+            f"{tuple(round(s, 3) for s in mapping.model_spacing)} mm in {io_timings['resample in']:.2f} s")
     oracle = truth if not settings.model else None
     config = InferenceConfig(thr=settings.thr, max_iter=settings.max_iter, precision=settings.precision, oracle_mask=oracle,
                              coarse_downsample=settings.coarse_downsample)
@@ -163,17 +178,18 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     # ---- our engine: warm-up on a short slab, then repeats
     warm = InferenceConfig(thr=settings.thr, max_iter=1, precision=settings.precision,
                            oracle_mask=None if oracle is None else oracle[:, :, :8])
-    _run_engine(models, hu[:, :, :8], warm, device)
+    _run_engine(models, hu[:, :, :8], warm, device, window)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     runs = []
     for i in range(settings.repeats):
-        rounds, seconds, dtype = _run_engine(models, hu, config, device)
+        rounds, seconds, dtype = _run_engine(models, hu, config, device, window)
         runs.append((rounds, seconds))
         log(f"engine run {i + 1}/{settings.repeats}: {seconds:.2f} s, {len(rounds) - 1} fine rounds")
     rounds = runs[-1][0]
     t0 = time.perf_counter()
-    from_canonical(rounds[-1].mask.astype(np.uint8), geometry)
+    back = GridRound(rounds[-1], mapping).canonical_mask  # the thresholded resampled probability, or the mask
+    from_canonical(back.astype(np.uint8), geometry)
     write_back = time.perf_counter() - t0
     engine_seconds = _median([s for _, s in runs])
     stages: dict[str, list[float]] = {}
@@ -185,10 +201,10 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     coarse_tflop = _coarse_gflop(models, hu.shape) / 1000 / settings.coarse_downsample**2
     peak = _peak_tflops(device, dtype)
     report["engine"] = {
-        "end_to_end_s": io_timings["read"] + io_timings["canonicalise"] + engine_seconds + write_back,
+        "end_to_end_s": sum(io_timings.values()) + engine_seconds + write_back,
         "engine_s": engine_seconds,
-        "stages_s": {"read": io_timings["read"], "canonicalise": io_timings["canonicalise"],
-                     **{k: _median(v) for k, v in stages.items()}, "write back": write_back},
+        "stages_s": {**io_timings, **{k: _median(v) for k, v in stages.items()},
+                     ("resample out + write back" if mapping.resampling else "write back"): write_back},
         "fine_rounds": len(rounds) - 1,
         "stop_reason": rounds[-1].stop_reason,
         "dsc_history": [r.dsc_to_previous for r in rounds[1:]],
@@ -205,7 +221,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     log(f"engine: median {engine_seconds:.2f} s; coarse {coarse_tflop / coarse_seconds:.2f} TFLOP/s")
 
     # ---- the reference-style loop
-    report["reference"] = _reference(settings, models, hu, oracle, rounds, device, log)
+    report["reference"] = _reference(settings, models, hu, oracle, rounds, device, log, window)
     ref = report["reference"]
     if ref.get("seconds"):
         report["speedup"] = ref["seconds"] / engine_seconds
@@ -218,7 +234,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     return report
 
 
-def _reference(settings, models, hu, oracle, rounds, device, log) -> dict:
+def _reference(settings, models, hu, oracle, rounds, device, log, window: HUWindow = DEFAULT_WINDOW) -> dict:
     n_triplets = sum(hu.shape[VIEW_AXES[v]] for v in "XYZ")
     n_crops = sum(len(b) for r in rounds[1:] for b in r.crop_boxes.values())
     mode = settings.reference
@@ -232,15 +248,13 @@ def _reference(settings, models, hu, oracle, rounds, device, log) -> dict:
         _sync(device)
         t0 = time.perf_counter()
         masks = reference_segment(models, hu, thr=settings.thr, max_iter=settings.max_iter, device=str(device),
-                                  oracle_mask=oracle)
+                                  oracle_mask=oracle, window=window)
         _sync(device)
         seconds = time.perf_counter() - t0
         return {"mode": "full", "seconds": seconds, "fine_rounds": len(masks) - 1,
                 "mask_dsc_vs_engine": dice(masks[-1], rounds[-1].mask), "peak_host_gb_so_far": _host_peak_gb()}
     # sample: time a few batch-1 fp32 triplets per view and stage, extrapolate to the engine's work
-    from .intensity import DEFAULT_WINDOW
-
-    image = torch.from_numpy(DEFAULT_WINDOW.apply(hu))
+    image = torch.from_numpy(window.apply(hu))
     k = settings.reference_sample
     coarse_per, fine_per_pixel = [], []
     with torch.inference_mode():
@@ -347,6 +361,11 @@ def format_markdown(report: dict) -> str:
         f"- peak memory: host {e['peak_host_gb_so_far']:.2f} GB (process peak after the engine runs)"
         + (f", GPU {e['peak_gpu_gb']:.2f} GB" if e["peak_gpu_gb"] is not None else ""),
     ]
+    res = report.get("resampled")
+    if res:
+        lines.insert(2, f"- resampled as segment does: {tuple(res['input_shape'])} at "
+                        f"{'x'.join(f'{v:.3g}' for v in res['input_spacing'])} mm -> {tuple(res['model_shape'])} at "
+                        f"{'x'.join(f'{v:.3g}' for v in res['model_spacing'])} mm (the model's spacing)")
     ref = report.get("reference", {})
     if ref.get("seconds"):
         agree = f", mask DSC vs engine {ref['mask_dsc_vs_engine']:.4f}" if "mask_dsc_vs_engine" in ref else ""

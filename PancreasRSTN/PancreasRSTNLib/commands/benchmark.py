@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-training", action="store_true", help="skip the training-throughput measurement")
     p.add_argument("--training-size", type=int, default=512)
     p.add_argument("--training-steps", type=int, default=5)
+    p.add_argument("--no-resample", action="store_true",
+                   help="with --model: run at the CT's own spacing instead of the model's (reference behaviour)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.set_defaults(func=run)
 
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         coarse_downsample=args.coarse_downsample,
         scaling=tuple(int(s) for s in args.scaling.split(",") if s), scaling_inplane=args.scaling_inplane,
         training=not args.no_training, training_size=args.training_size, training_steps=args.training_steps,
+        resample=not args.no_resample,
     )
     report = run_benchmark(settings)
     print()

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
+import numpy as np
+
+from ..augmentation import AugmentConfig
 from ..errors import RSTNError
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +33,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=4, help="number of folds")
     p.add_argument("--fold-convention", choices=("sorted", "nih82"), default="sorted")
     p.add_argument("--on-bad-case", choices=("skip", "fail"), default="fail", help="skip a bad case with a warning, or stop")
+    p.add_argument("--spacing", default="native",
+                   help="'native': train on the data as they are and record their median voxel spacing in model.json "
+                   "(inference resamples other CTs to it); or rows,cols,slices in mm (e.g. 1.5,1.5,1.5): resample "
+                   "every case to it first")
+    p.add_argument("--hu-window", default="-100,240", help="HU window low,high mapped to [0, 1] (reference -100,240; write --hu-window=-100,240 when low is negative)")
+    p.add_argument("--augment", action="store_true",
+                   help="seeded augmentations for real scanners: in-plane scale +-20 %%, rotation +-15 deg, intensity "
+                   "shift +-25 HU and contrast +-12 %%, noise up to 20 HU (not in the reference)")
+    p.add_argument("--axial-slices", type=Path, default=None,
+                   help="extra single axial slices (images/ + masks/ JPEG of a display window, as in NIH JPEG sets): "
+                   "view Z only, each slice repeated as its 3-slice input")
+    p.add_argument("--slices-window", default="auto",
+                   help="display window low,high (HU) of --axial-slices, or 'auto': fitted on the slices whose case "
+                   "is also in --data (write --slices-window=-1.4,257.4 when low is negative)")
+    p.add_argument("--slices-pixel-spacing", type=float, default=None,
+                   help="pixel spacing (mm) of --axial-slices (default: 0.82, the middle of NIH's 0.66-0.98 mm)")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder (checkpoints, logs, model)")
     p.add_argument("--name", default=None, help="model name written to model.json")
     p.add_argument("--views", default="XYZ", help="views to train, e.g. XYZ or Z")
@@ -80,28 +102,90 @@ def _parse_steps(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(stages)
 
 
-def load_cases(args: argparse.Namespace) -> tuple[list, dict]:
-    """Training cases (canonical, windowed) and their provenance for model.json."""
+def _numbers(text: str, n: int, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise RSTNError(f"{option} '{text}' is invalid: give {n} numbers separated by commas.")
+    return values
+
+
+def load_cases(args: argparse.Namespace) -> tuple[list, dict, tuple[float, float, float] | None]:
+    """Training cases (canonical, windowed or HU), their provenance for model.json, and the voxel spacing the
+    model learns at (None for phantoms of mixed size)."""
     from ..trainer import TrainCase
 
     if args.phantoms is not None:
-        from ..phantom import parse_triple
+        from ..phantom import DEFAULT_FOV_MM, parse_triple
         from ..trainer import phantom_cases
 
-        return phantom_cases(parse_triple(args.phantom_shape, int), args.phantom_seed, args.phantoms)
+        size = parse_triple(args.phantom_shape, int)
+        cases, provenance = phantom_cases(size, args.phantom_seed, args.phantoms)
+        spacing_xyz = [f / n for f, n in zip(DEFAULT_FOV_MM, size, strict=True)]
+        return cases, provenance, (spacing_xyz[1], spacing_xyz[0], spacing_xyz[2])
     from ..data_cache import build_cache
     from ..datasets import open_dataset
     from ..training_data import kfold_split
 
+    target = None if args.spacing == "native" else _numbers(args.spacing, 3, "--spacing")
     dataset = open_dataset(args.data, organ=args.organ, label_value=args.label_value)
     names = dataset.case_names()
     if args.fold is not None:
         names, _ = kfold_split(names, args.folds, args.fold, convention=args.fold_convention)
-    cache = build_cache(dataset, args.cache or args.out / "cache", names=names, on_bad_case=args.on_bad_case)
-    cases = [TrainCase(c.name, c.image, c.label) for c in cache.cases()]
-    return cases, {"source": str(Path(args.data).resolve()), "layout": dataset.layout, "organ": args.organ,
-                   "label_value": dataset.label_value, "fold": args.fold, "folds": args.folds,
-                   "fold_convention": args.fold_convention, "skipped": cache.skipped}
+    cache = build_cache(dataset, args.cache or args.out / "cache", names=names, on_bad_case=args.on_bad_case,
+                        spacing=target)
+    cached = cache.cases()
+    cases = [TrainCase(c.name, c.image, c.label) for c in cached]
+    spacings = np.array([c.spacing for c in cached])
+    spacing = tuple(float(v) for v in (target or np.median(spacings, axis=0)))
+    if target is None and np.any(spacings.max(0) > 1.1 * spacings.min(0)):
+        log.warning("training cases differ in voxel spacing by more than 10 %% (%s to %s mm): consider --spacing",
+                    spacings.min(0).round(3).tolist(), spacings.max(0).round(3).tolist())
+    provenance = {"source": str(Path(args.data).resolve()), "layout": dataset.layout, "organ": args.organ,
+                  "label_value": dataset.label_value, "fold": args.fold, "folds": args.folds,
+                  "fold_convention": args.fold_convention, "skipped": cache.skipped,
+                  "spacing": "resampled" if target else "native (median recorded)"}
+    if args.axial_slices:
+        slice_cases, slice_info = _axial_slice_cases(args, spacing, {c.name: c for c in cached}, target is None)
+        cases += slice_cases
+        provenance["axial_slices"] = slice_info
+    return cases, provenance, spacing
+
+
+def _axial_slice_cases(args: argparse.Namespace, spacing, cached: dict, native: bool) -> tuple[list, dict]:
+    """--axial-slices: JPEG slices in HU at the model's in-plane spacing, view Z only."""
+    from ..jpeg_slices import (
+        ASSUMED_PIXEL_SPACING_MM,
+        WindowFit,
+        check_window_inside,
+        fit_window_from_volumes,
+        read_jpeg_slices,
+        slice_sample,
+    )
+    from ..trainer import TrainCase
+
+    slices = read_jpeg_slices(args.axial_slices)
+    if args.slices_window == "auto":
+        if not native:
+            raise RSTNError("--slices-window auto fits the window on the slices' own cases at their native "
+                            "spacing: train with --spacing native, or give the window as low,high.")
+        fit = fit_window_from_volumes(slices, {n: np.asarray(c.image) for n, c in cached.items()})
+        window = fit["window"]
+    else:
+        low, high = _numbers(args.slices_window, 2, "--slices-window")
+        window = WindowFit(low, high, float("nan"), float("nan"), 0)
+    check_window_inside(window, *_numbers(args.hu_window, 2, "--hu-window"))
+    pixel = args.slices_pixel_spacing or ASSUMED_PIXEL_SPACING_MM
+    cases = []
+    for s in slices:
+        image, label = slice_sample(s, window, spacing, pixel_spacing=pixel)
+        cases.append(TrainCase(f"slice_{s.name}", image, label, views=("Z",)))
+    log.info("%d axial slices of %d cases, display window %.1f..%.1f HU", len(cases), len({s.case for s in slices}),
+             window.low, window.high)
+    return cases, {"source": str(Path(args.axial_slices).resolve()), "slices": len(cases),
+                   "window_hu": window.to_dict(), "pixel_spacing_mm": pixel}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.steps and args.epochs:
         raise RSTNError("Give either --steps or --epochs, not both.")
-    cases, provenance = load_cases(args)
+    cases, provenance, spacing = load_cases(args)
     views = tuple(v for v in args.views.upper() if v in "XYZ")
     kwargs = {}
     if args.widths:
@@ -146,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, init=args.init,
         bn_recalibration=False if args.no_bn_recalibration else None,
         bn_recalibration_samples=args.bn_recalibration_samples,
+        hu_window=_numbers(args.hu_window, 2, "--hu-window"), augment=AugmentConfig() if args.augment else None,
+        spacing=spacing,
     )
     metadata = {"name": args.name or args.out.name, "organ": args.organ, "training": {"data": provenance}}
     if args.label_value is not None:
@@ -154,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         metadata["organ"] = default_metadata(metadata["name"], args.organ, args.label_value)["organ"]
     if args.phantoms is not None:
         metadata["description"] = "Trained on synthetic phantoms only: a demo model, not for clinical images."
+        metadata["synthetic"] = True
     package = train(cases, cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
                     progress=not args.no_progress, stop_after=args.stop_after, package_metadata=metadata)
     if package is not None:
