@@ -76,3 +76,36 @@ def test_model_registry():
     assert "manually" in ref["download"]["note"] and set(ref["files"]) == {"X", "Y", "Z"}
     assert all(f["sha256"] is None for f in ref["files"].values())
     assert ref["snomed_code"] == "15776009"
+
+
+def test_the_extensions_index_description_checks_pass():
+    """What Slicer/ExtensionsIndex's scripts/check_description_files.py checks, offline: the category is a known
+    one, scm_url is git or https, the repository name holds 'slicer', CMakeLists.txt's project() is the extension
+    name with http icon and screenshot URLs (pointing to files this repository has), and a licence file lies at
+    the repository root."""
+    from urllib.parse import urlsplit
+
+    entry = json.loads((ROOT / "PancreasRSTN.json").read_text())
+    assert entry["category"] == "Segmentation"  # in the index's ACCEPTED_EXTENSION_CATEGORIES
+    assert urlsplit(entry["scm_url"]).scheme in ("git", "https")
+    repo_name = Path(urlsplit(entry["scm_url"]).path).stem
+    assert "slicer" in repo_name.lower()
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    assert re.findall(r"project\s*\(\s*([^\s)]+)", cmake, re.I)[0] == "PancreasRSTN"
+    urls = [*re.findall(r'set\s*\(EXTENSION_ICONURL\s*"([^"]+)"\s*\)', cmake),
+            *re.findall(r'set\s*\(EXTENSION_SCREENSHOTURLS\s*"([^"]+)"\)', cmake)[0].split()]
+    assert len(urls) >= 2
+    for url in urls:
+        assert url.startswith("https://raw.githubusercontent.com/") and url.endswith((".png", ".jpg", ".gif"))
+        assert (ROOT / url.split("/main/", 1)[1]).is_file(), url
+    licence = ROOT / "LICENSE"
+    assert licence.is_file() and licence.read_text().startswith("MIT License")
+
+
+def test_the_wheel_metadata_names_the_licence_files():
+    text = (ROOT / "pyproject.toml").read_text()  # (no tomllib on Python 3.10)
+    assert re.search(r'^license = "MIT"$', text, re.M)
+    files = re.findall(r'"([^"]+)"', re.search(r"^license-files = \[(.*)\]$", text, re.M).group(1))
+    assert "LICENSE" in files
+    for name in files:
+        assert (ROOT / name).is_file(), name

@@ -283,3 +283,16 @@ def test_cli_train_records_spacing_window_augmentation_and_axial_slices(tmp_path
                "--no-progress"])
     assert rc == 1 and "below the JPEG slices' display window" in capsys.readouterr().err
     assert not (tmp_path / "run2" / "checkpoints").exists()
+
+
+def test_an_organ_free_slice_trains_the_fine_stage_only_where_inference_would_run_it():
+    model, x, _ = _example()
+    empty = torch.zeros_like(x[:, :, :, :])
+    shapes = _fine_inputs(model)
+    step = StepModule(model, soft_dsc_loss, T=1)
+    total, coarse, fine = step(x, empty, "I", np.array([5, 5, 5, 5]))  # no label box: no fine stage
+    assert shapes == [] and torch.equal(total, step.w0 * coarse) and torch.equal(fine, coarse)
+    for module in (model.coarse_model.head, model.fine_model.head):  # everything predicted: a J crop
+        module.bias.data.fill_(5.0)
+    step(x, empty, "J", np.array([5, 5, 5, 5]))
+    assert shapes == [tuple(x.shape)]  # the crop of the (whole-slice) prediction, clamped to the slice

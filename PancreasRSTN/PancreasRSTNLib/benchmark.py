@@ -58,10 +58,10 @@ class BenchmarkSettings:
     coarse_downsample: int = 1
     reference: str = "auto"  # full | sample | off | auto (full when it is cheap, else sample)
     reference_sample: int = 3  # triplets timed per view and stage in "sample" mode
-    scaling: tuple[int, ...] = (64, 128, 256, 512)
+    scaling: tuple[int, ...] | None = None  # None: L/4, L/2, L and 2L of the volume's L slices
     scaling_inplane: int | None = None
     training: bool = True
-    training_size: int = 512
+    training_size: int | None = None  # None: the volume's in-plane size (at most 512)
     training_steps: int = 5
     seed: int = 0
     resample: bool = True  # with --model: to the model's spacing, as segment does
@@ -226,6 +226,16 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     if ref.get("seconds"):
         report["speedup"] = ref["seconds"] / engine_seconds
         log(f"reference-style loop: {ref['seconds']:.2f} s ({ref['mode']}); speed-up x{report['speedup']:.1f}")
+        if "seconds_min" in ref:
+            engine_runs = [sec for _, sec in runs]
+            spread = {"min": ref["seconds_min"] / max(engine_runs), "median": report["speedup"],
+                      "max": ref["seconds_max"] / min(engine_runs)}
+            report["speedup_spread"] = spread
+            report["speedup_noisy"] = spread["max"] > 1.5 * spread["min"]
+            if report["speedup_noisy"]:
+                log(f"WARNING: the speed-up estimate is noisy (x{spread['min']:.2f} to x{spread['max']:.2f}): the "
+                    "machine is busy or the sample is small. Re-run on a quiet machine with --reference-sample 10, or "
+                    "--reference full.")
 
     # ---- scaling with volume length (coarse + one fine round)
     report["scaling"] = _scaling(settings, models, device, log)
@@ -276,14 +286,20 @@ def _reference(settings, models, hu, oracle, rounds, device, log, window: HUWind
                     t0 = time.perf_counter()
                     torch.sigmoid(model.fine(x)).cpu()
                     fine_per_pixel.append((time.perf_counter() - t0) / ((a1 - a0) * (b1 - b0)))
-    coarse_total = sum(
-        _median([t for v, t in coarse_per if v == view]) * hu.shape[VIEW_AXES[view]] for view in models
-    )
     crop_pixels = sum(int(((b[:, 2] - b[:, 1]) * (b[:, 4] - b[:, 3])).sum()) for r in rounds[1:] for b in r.crop_boxes.values())
-    fine_total = _median(fine_per_pixel) * crop_pixels if fine_per_pixel else 0.0
-    log(f"reference-style loop sampled: {k} triplets per view and stage, extrapolated")
+
+    def total(pick) -> tuple[float, float]:
+        """The loop's extrapolated (coarse, fine) seconds with each stage's samples summarised by ``pick``."""
+        coarse = sum(pick([t for v, t in coarse_per if v == view]) * hu.shape[VIEW_AXES[view]] for view in models)
+        return coarse, (pick(fine_per_pixel) * crop_pixels if fine_per_pixel else 0.0)
+
+    coarse_total, fine_total = total(_median)
+    low, high = sum(total(min)), sum(total(max))
+    log(f"reference-style loop sampled: {k} triplets per view and stage, extrapolated "
+        f"(min {low:.1f} s, median {coarse_total + fine_total:.1f} s, max {high:.1f} s)")
     return {"mode": f"sampled ({k} batch-1 triplets per view and stage, extrapolated to the engine's work)",
-            "seconds": coarse_total + fine_total, "coarse_s": coarse_total, "fine_s": fine_total}
+            "seconds": coarse_total + fine_total, "coarse_s": coarse_total, "fine_s": fine_total,
+            "seconds_min": low, "seconds_max": high}
 
 
 def _scaling(settings, models, device, log) -> list[dict]:
@@ -291,7 +307,11 @@ def _scaling(settings, models, device, log) -> list[dict]:
     out = []
     from .phantom import make_phantom_canonical
 
-    for length in settings.scaling:
+    lengths = settings.scaling
+    if lengths is None:
+        slices = settings.shape[2]
+        lengths = tuple(sorted({max(4, slices // 4), max(4, slices // 2), slices, 2 * slices}))
+    for length in lengths:
         hu, labels = make_phantom_canonical(size=(inplane, inplane, length), seed=settings.seed + length)
         hu = np.ascontiguousarray(hu)
         config = InferenceConfig(max_iter=1, thr=settings.thr, precision=settings.precision,
@@ -310,7 +330,7 @@ def _training(settings, device, log) -> list[dict]:
     from .trainer import StepModule, TrainConfig, make_optimizer
 
     results = []
-    size = settings.training_size
+    size = settings.training_size or min(512, *settings.shape[:2])
     for backbone in ("fcn8s", "light"):
         torch.manual_seed(0)
         model = RSTN(RSTNConfig(backbone=backbone)).to(device).train()
@@ -371,6 +391,10 @@ def format_markdown(report: dict) -> str:
         agree = f", mask DSC vs engine {ref['mask_dsc_vs_engine']:.4f}" if "mask_dsc_vs_engine" in ref else ""
         lines.append(f"- reference-style loop: {ref['seconds']:.2f} s [{ref['mode']}]{agree}; "
                      f"**speed-up x{report['speedup']:.2f}**")
+        spread = report.get("speedup_spread")
+        if spread:
+            lines.append(f"- speed-up spread (min / median / max): x{spread['min']:.2f} / x{spread['median']:.2f} / "
+                         f"x{spread['max']:.2f}" + (" **(noisy)**" if report.get("speedup_noisy") else ""))
     if report.get("scaling"):
         lines.append("- scaling (coarse + 1 fine round): " + ", ".join(
             f"L={s['length']}: {s['seconds']:.2f} s ({s['ms_per_slice']:.1f} ms/slice)" for s in report["scaling"]))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .inference import InferenceConfig
 from .metrics import dice
 from .model_package import load_model_package
 from .phantom import make_phantom
+from .progress import Mode, Progress
 
 DEMO_MODEL_NAME = "PancreasRSTN-demo-phantom-light"
 #: A seed the synthetic demo model never saw (it was trained on seeds 1000-1079).
@@ -146,12 +148,18 @@ def _case(phantom: bool, seed: int, model_dir: str | Path | None, echo: Callable
 
 def run_demo(out_dir: str | Path, phantom: bool = False, seed: int = DEFAULT_DEMO_SEED,
              model_dir: str | Path | None = None, device: str = "cpu", overwrite: bool = False, thr: float = 0.99,
-             max_iter: int = 10, resample: bool = True, echo: Callable[[str], None] = print) -> DemoResult:
-    """Run the demo and write its files to ``out_dir`` (all or nothing); returns the per-round DSC and timing."""
-    from .round_files import save_round
+             max_iter: int = 10, resample: bool = True, echo: Callable[[str], None] = print,
+             progress: Mode = "quiet") -> DemoResult:
+    """Run the demo and write its files to ``out_dir`` (all or nothing); returns the per-round DSC and timing.
+
+    ``echo`` gets the result lines (every round's DSC); with ``progress`` 'quiet' only the final one. A bar
+    shows the engine's progress on a terminal ('bar')."""
     from .segmentation import segment_image
 
     t0 = time.perf_counter()
+    final_echo = echo
+    if progress == "quiet":
+        echo = _silent
     out = Path(out_dir)
     replaces_previous = check_output_folder(out, overwrite)
     image, truth_image, description, model_path = _case(phantom, seed, model_dir, echo)
@@ -173,19 +181,10 @@ def run_demo(out_dir: str | Path, phantom: bool = False, seed: int = DEFAULT_DEM
         result = DemoResult(input=description, model=str(model_path), seed=seed if phantom else None)
         config = InferenceConfig(thr=thr, max_iter=max_iter, views=tuple(package.models), precision="fp32")
         rounds = []
-        for r in segment_image(image, package, config, device=device, resample=resample):
-            if r.index == 0 and r.mapping.resampling is not None:
-                echo("       resampled from " + "x".join(f"{s:.2f}" for s in r.mapping.input_spacing) + " mm to "
-                     + "x".join(f"{s:.2f}" for s in r.mapping.model_spacing) + " mm (the model's spacing) and back")
-            d = dice(r.canonical_mask, truth, empty=0.0)
-            result.dsc.append(round(float(d), 4))
-            result.inter_round.append(None if r.dsc_to_previous is None else round(float(r.dsc_to_previous), 4))
-            name = "coarse" if r.index == 0 else f"fine {r.index}"
-            inter = "" if r.dsc_to_previous is None else f", DSC to previous round {r.dsc_to_previous:.4f}"
-            echo(f"round {r.index} ({name}): DSC vs reference {d:.4f}{inter}, {r.volume_ml:.1f} ml, "
-                 f"{sum(r.seconds.values()):.1f} s")
-            save_round(r, staging / "rounds", overwrite=True)
-            rounds.append(r)
+        bar = Progress(progress if progress == "bar" else "quiet")
+        with bar:
+            _rounds(segment_image(image, package, config, device=device, resample=resample, progress=bar.update),
+                    rounds, truth, result, staging, (lambda m: bar.line(m, sys.stdout)) if progress == "bar" else echo)
         if not rounds:
             raise ModelPackageError("The engine returned no rounds; the model package may be broken.")
         last = rounds[-1]
@@ -205,9 +204,33 @@ def run_demo(out_dir: str | Path, phantom: bool = False, seed: int = DEFAULT_DEM
         shutil.rmtree(staging, ignore_errors=True)
         raise
     result.files = sorted(str(p) for p in out.rglob("*") if p.is_file())
-    echo(f"final DSC {result.final_dsc:.4f} after {len(result.dsc) - 1} fine round(s) ({result.stop_reason}); "
-         f"{result.seconds:.1f} s in total. Files in {out}/ (figure: demo_rounds.png)")
+    final_echo(f"final DSC {result.final_dsc:.4f} after {len(result.dsc) - 1} fine round(s) ({result.stop_reason}); "
+               f"{result.seconds:.1f} s in total. Files in {out}/ (figure: demo_rounds.png)")
     return result
+
+
+def _silent(_message: str) -> None:
+    return None
+
+
+def _rounds(stream, rounds: list, truth: np.ndarray, result: DemoResult, staging: Path,
+            echo: Callable[[str], None]) -> None:
+    """Score, report and write every round as it arrives."""
+    from .round_files import save_round
+
+    for r in stream:
+        if r.index == 0 and r.mapping.resampling is not None:
+            echo("       resampled from " + "x".join(f"{s:.2f}" for s in r.mapping.input_spacing) + " mm to "
+                 + "x".join(f"{s:.2f}" for s in r.mapping.model_spacing) + " mm (the model's spacing) and back")
+        d = dice(r.canonical_mask, truth, empty=0.0)
+        result.dsc.append(round(float(d), 4))
+        result.inter_round.append(None if r.dsc_to_previous is None else round(float(r.dsc_to_previous), 4))
+        name = "coarse" if r.index == 0 else f"fine {r.index}"
+        inter = "" if r.dsc_to_previous is None else f", DSC to previous round {r.dsc_to_previous:.4f}"
+        echo(f"round {r.index} ({name}): DSC vs reference {d:.4f}{inter}, {r.volume_ml:.1f} ml, "
+             f"{sum(r.seconds.values()):.1f} s")
+        save_round(r, staging / "rounds", overwrite=True)
+        rounds.append(r)
 
 
 def _publish(staging: Path, out: Path, replaces_previous: bool) -> None:

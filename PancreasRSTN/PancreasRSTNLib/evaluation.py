@@ -92,13 +92,14 @@ def _c2f_rounds(models: dict, case: EvalCase, views: Sequence[str], max_iter: in
 def evaluate_case(models: dict, case: EvalCase, thr: float = 0.99, max_iter: int = 10,
                   views: Sequence[str] | None = None, device: str = "auto", oracle: bool = False,
                   config_kwargs: dict | None = None, method: str = "rstn", spacing: Sequence[float] | None = None,
-                  window: HUWindow = DEFAULT_WINDOW, resample: bool = True) -> CaseResult:
+                  window: HUWindow = DEFAULT_WINDOW, resample: bool = True,
+                  progress: Callable[[float, str], None] | None = None) -> CaseResult:
     """Run RSTN (or the C2F baseline) on one case, and the ground-truth-cropped oracle when asked, and compute
     every figure. ``spacing`` and ``window``: the model's (a package's ``spacing`` and ``window``)."""
     truth = np.asarray(case.truth, dtype=bool)
     views = tuple(views or models)
     base = dict(thr=1.0, max_iter=max_iter, views=views, **(config_kwargs or {}))
-    grid = dict(model_spacing=spacing, window=window, device=device, resample=resample)
+    grid = dict(model_spacing=spacing, window=window, device=device, resample=resample, progress=progress)
     if method == "c2f":
         if oracle:
             from .errors import RSTNError
@@ -204,17 +205,26 @@ def evaluate(models: dict, cases: Sequence[EvalCase] | Callable[[], Sequence[Eva
              thr: float = 0.99, max_iter: int = 10, views: Sequence[str] | None = None, device: str = "auto",
              oracle: bool = False, info: dict | None = None, echo: Callable[[str], None] | None = None,
              method: str = "rstn", spacing: Sequence[float] | None = None, window: HUWindow = DEFAULT_WINDOW,
-             resample: bool = True) -> dict:
-    """Evaluate every case, print one line each, and write the report; returns the summary."""
+             resample: bool = True, n_cases: int | None = None,
+             progress: Callable[[float, str], None] | None = None) -> dict:
+    """Evaluate every case, print one line each (``echo``), and write the report; returns the summary.
+
+    ``progress`` gets (fraction of all cases, stage) while a case runs, when ``n_cases`` is known."""
     results = []
-    for case in cases:
+    for i, case in enumerate(cases):
+        case_progress = None
+        if progress is not None and n_cases:
+            def case_progress(fraction: float, stage: str, _i: int = i, _name: str = case.name) -> None:
+                progress((_i + fraction) / n_cases, f"case {_i + 1}/{n_cases} {_name}: {stage}")
+
         r = evaluate_case(models, case, thr=thr, max_iter=max_iter, views=views, device=device, oracle=oracle,
-                          method=method, spacing=spacing, window=window, resample=resample)
+                          method=method, spacing=spacing, window=window, resample=resample, progress=case_progress)
         results.append(r)
         if echo:
             extra = f", oracle {r.oracle['dsc']:.4f}" if r.oracle else ""
-            echo(f"{r.name}: DSC {r.metrics['dsc']:.4f} (coarse {r.coarse_dsc:.4f}){extra}, rounds {r.rounds_used}, "
-                 f"HD95 {r.metrics['hd95']:.1f} mm, {r.seconds:.1f} s")
+            count = f"[{i + 1}/{n_cases}] " if n_cases else ""
+            echo(f"{count}{r.name}: DSC {r.metrics['dsc']:.4f} (coarse {r.coarse_dsc:.4f}){extra}, rounds "
+                 f"{r.rounds_used}, HD95 {r.metrics['hd95']:.1f} mm, {r.seconds:.1f} s")
     if not results:
         from .errors import DatasetError
 

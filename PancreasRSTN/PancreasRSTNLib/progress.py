@@ -1,36 +1,81 @@
-"""A terminal progress bar (tqdm) that takes the engine's (fraction, stage) callbacks."""
+"""One progress convention for every command: a bar on a terminal, one line per step (a round, a case, an
+epoch) when the output is piped, nothing with ``--quiet``. Everything goes to stderr, so stdout stays clean for
+results (``--json``).
+
+Why: bars drawn into a pipe fill log files with carriage-return frames, and a silent command looks hung.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
+from typing import Literal
 
 from tqdm import tqdm
 
+Mode = Literal["bar", "lines", "quiet"]
 
-class ProgressBar:
-    """Shows a real fraction done and the stage name on a terminal; silent when not a TTY or disabled."""
 
-    def __init__(self, disable: bool = False) -> None:
-        self.disable = disable or not sys.stderr.isatty()
+def progress_mode(quiet: bool = False, stream=None) -> Mode:
+    """'quiet' when asked, 'bar' on a terminal, 'lines' when stderr is a pipe or a file."""
+    if quiet:
+        return "quiet"
+    stream = stream or sys.stderr
+    return "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
+
+
+class Progress:
+    """A bar for fractions (the engine's ``(fraction, stage)`` callbacks) or counted items (``advance``), and
+    lines for the steps worth a line (``line``). In 'lines' mode only those lines are printed."""
+
+    def __init__(self, mode: Mode, total: float = 1000, desc: str = "", unit: str = "", fraction: bool = True) -> None:
+        self.mode = mode
+        self.total = total
+        self.fraction = fraction  # update() receives fractions of 1 (engine) rather than counts
         self._bar: tqdm | None = None
+        self._desc = desc
+        self._unit = unit
+        self._t0 = time.perf_counter()
 
-    def __enter__(self) -> ProgressBar:
-        self._bar = tqdm(total=1000, disable=self.disable, file=sys.stderr, unit="", bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+    def __enter__(self) -> Progress:
+        if self.mode == "bar":
+            bar_format = "{l_bar}{bar}| {elapsed}<{remaining}" if self.fraction else None
+            self._bar = tqdm(total=self.total, desc=self._desc, unit=self._unit, file=sys.stderr, dynamic_ncols=True,
+                             bar_format=bar_format)
         return self
 
     def update(self, fraction: float, stage: str) -> None:
-        if self._bar is None or self.disable:
+        """Engine callback: the real fraction of the work done and the current stage."""
+        if self._bar is None:
             return
         self._bar.set_description_str(stage)
-        self._bar.n = int(round(1000 * fraction))
+        self._bar.n = int(round(self.total * min(max(fraction, 0.0), 1.0)))
         self._bar.refresh()
 
-    def write(self, message: str) -> None:
-        if self._bar is not None and not self.disable:
-            self._bar.write(message, file=sys.stderr)
+    def advance(self, n: int = 1, **postfix) -> None:
+        """Counted progress (training steps, cases)."""
+        if self._bar is None:
+            return
+        self._bar.update(n)
+        if postfix:
+            self._bar.set_postfix(**postfix, refresh=False)
+
+    def line(self, message: str, stream=None) -> None:
+        """A line worth keeping (to stderr, or ``stream``): above the bar on a terminal, alone in a pipe,
+        nothing when quiet."""
+        stream = stream or sys.stderr
+        if self.mode == "quiet":
+            return
+        if self._bar is not None:
+            self._bar.write(message, file=stream)
         else:
-            print(message, file=sys.stderr)
+            print(message, file=stream, flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.close()
+            self._bar = None

@@ -211,14 +211,17 @@ class StepModule(nn.Module):
             return coarse_loss + fine_loss, coarse_loss, fine_loss  # independent nets: plain sum
         total = self.w0 * coarse_loss
         prev = prob
-        h, w = x.shape[-2:]
-        label_box = bounding_box(label_np, margins) or (0, h, 0, w)  # organ-free slice: the whole slice
+        label_box = bounding_box(label_np, margins)
         fine_loss = coarse_loss
         for _ in range(self.T):
             if mode in ("S", "I"):
                 box = label_box
             else:
                 box = bounding_box(prev[0].detach().cpu().numpy() >= 0.5, margins) or label_box
+            if box is None:
+                # An organ-free slice (--negative-fraction) with nothing predicted: at test time the fine stage
+                # would not run here, so it does not train here either (only the coarse net learns silence).
+                break
             inp = x if mode == "S" else x * model.saliency(prev)
             fine = self._fine_full(model, inp, box)
             fine_loss = self.loss_fn(fine, y)
@@ -469,13 +472,16 @@ def sample_tensors(case: TrainCase, view: str, j: int, cfg: TrainConfig, rng: np
 
 
 def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Path, resume: bool = False,
-               device: str = "auto", progress: bool = True, stop_after: int | None = None,
+               device: str = "auto", progress: bool | str = True, stop_after: int | None = None,
                dist_info: DistInfo | None = None) -> tuple[RSTN, dict]:
     """Train (or resume) one view's RSTN; returns the model (on CPU, eval mode) and a summary dict.
 
-    ``stop_after``: stop after that many global steps (leaves a checkpoint; used to test ``resume``)."""
-    from tqdm import tqdm
+    ``progress``: True (a bar on a terminal, a line per epoch in a pipe), False (nothing) or a mode of
+    ``progress.Progress``. ``stop_after``: stop after that many global steps (leaves a checkpoint; used to test
+    ``resume``)."""
+    from .progress import Progress, progress_mode
 
+    shown = progress if isinstance(progress, str) else progress_mode(quiet=not progress)
     dist_info = dist_info or DistInfo()
     dev = pick_device(device, dist_info)
     view_idx = "XYZ".index(view)
@@ -522,8 +528,8 @@ def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Pat
     end = total if stop_after is None else min(total, stop_after)
     csv_log = CsvLog(out / "logs" / "train_log.csv", view, start) if dist_info.main else None
     tb = _tensorboard(out / "logs" / "tensorboard") if dist_info.main else None
-    bar = tqdm(total=total, initial=start, desc=f"train {view}", unit="step", disable=not (progress and dist_info.main),
-               dynamic_ncols=True)
+    bar = Progress(shown if dist_info.main else "quiet", total=total - start, desc=f"train {view}", unit="step",
+                   fraction=False).__enter__()
     t0 = time.perf_counter()
     running = None
     summary: dict = {"view": view, "steps": total, "samples": len(samples)}
@@ -560,11 +566,17 @@ def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Pat
             raise RSTNError(f"The training loss became {lv} at step {step} (view {view}); lower --lr.")
         running = lv if running is None else 0.95 * running + 0.05 * lv
         lr = opt.param_groups[-1]["lr"]
-        bar.update(1)
+        bar.advance(1)
+        if step % n_per_rank == 0 or step == end:  # one line per epoch (in a pipe; above the bar on a terminal)
+            elapsed = time.perf_counter() - t0
+            rate = (step - start) / max(elapsed, 1e-9)
+            eta = (end - step) / max(rate, 1e-9)
+            bar.line(f"train {view}: epoch {step / n_per_rank:.1f}, step {step}/{total}, mode {mode}, loss "
+                     f"{running:.4f}, lr {lr:.2e}, {rate * dist_info.world:.2f} steps/s, ETA {eta / 60:.1f} min")
         if step % max(cfg.log_every, 1) == 0 or step == end:
             elapsed = time.perf_counter() - t0
             rate = (step - start) * dist_info.world / max(elapsed, 1e-9)
-            bar.set_postfix(mode=mode, loss=f"{running:.4f}", lr=f"{lr:.2e}")
+            bar.advance(0, mode=mode, loss=f"{running:.4f}", lr=f"{lr:.2e}")
             if csv_log is not None:
                 csv_log.write({"view": view, "step": step, "mode": mode, "loss": f"{lv:.6f}",
                                "coarse_loss": f"{float(coarse_loss.detach()):.6f}",
@@ -578,7 +590,7 @@ def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Pat
         if dist_info.main and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
             _save_checkpoint(_checkpoint_path(out, view, f"step{step:07d}"), model, opt, sched, scaler, step, cfg, view)
             _save_checkpoint(last, model, opt, sched, scaler, step, cfg, view)
-    bar.close()
+    bar.__exit__(None, None, None)
     elapsed = time.perf_counter() - t0
     if dist_info.world > 1:  # DDP must leave every rank with the same weights: check it, cheaply
         import torch.distributed as dist
@@ -606,7 +618,7 @@ def train_view(cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Pat
 
 
 def train(cases: Sequence[TrainCase], cfg: TrainConfig, out: Path, resume: bool = False, overwrite: bool = False,
-          device: str = "auto", progress: bool = True, stop_after: int | None = None,
+          device: str = "auto", progress: bool | str = True, stop_after: int | None = None,
           package_metadata: dict | None = None) -> Path | None:
     """Train every view, then write the model package to ``out/model``. Returns the package path (None on
     non-main DDP ranks or when stopped early)."""
@@ -646,7 +658,10 @@ def train(cases: Sequence[TrainCase], cfg: TrainConfig, out: Path, resume: bool 
 
     metadata = dict(package_metadata or {})
     training = dict(metadata.pop("training", {}))
-    training.update({"config": cfg.to_dict(), "cases": [c.name for c in cases], "views": summaries,
+    config = cfg.to_dict()
+    if config.get("init"):  # the name, not the training machine's path (model.json travels)
+        config["init"] = Path(str(config["init"]).replace("{view}", "*")).name
+    training.update({"config": config, "cases": [c.name for c in cases], "views": summaries,
                      "world_size": dist_info.world, "torch": torch.__version__})
     metadata["training"] = training
     metadata.setdefault("views", list(cfg.views))

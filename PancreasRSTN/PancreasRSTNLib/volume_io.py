@@ -97,5 +97,9 @@ def write_image(image: sitk.Image, path: str | Path, overwrite: bool = False) ->
     try:
         sitk.WriteImage(image, str(path), useCompression=True)
     except RuntimeError as exc:
-        raise InputImageError(f"Cannot write {path}: {str(exc).strip().splitlines()[-1]}. {SUPPORTED_HINT}") from exc
+        from .errors import OutputPathError
+
+        raise OutputPathError(f"Cannot write the output {path}: {str(exc).strip().splitlines()[-1]}. Check the "
+                              "folder's free space and permissions; volumes are written as .nii.gz, .nii, .nrrd "
+                              "or .mha.") from exc
     return path

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..benchmark import BenchmarkSettings, format_markdown, run_benchmark
 from ..phantom import parse_triple
+from .options import add_run_options, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--backbone", default="fcn8s", help="fcn8s or light (ignored with --model)")
     p.add_argument("--widths", default=None, help="light backbone widths, e.g. 8,16,32,64")
-    p.add_argument("--shape", default="512x512x240", help="phantom shape rows x cols x slices")
+    p.add_argument("--shape", default="512x512x240",
+                   help="phantom size as a file gives it: x (columns) x y (rows) x z (slices), as `phantom --shape`")
     p.add_argument("--input", default=None, help="a real CT instead of a phantom (needs --model)")
     p.add_argument("--model", default=None, help="a trained model package (else random weights + oracle crops)")
     p.add_argument("--repeats", type=int, default=3)
@@ -28,30 +30,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="reference-style loop: full run, sampled and extrapolated, or off")
     p.add_argument("--reference-sample", type=int, default=3,
                    help="batch-1 triplets timed per view and stage when the loop is sampled (more: less noise)")
-    p.add_argument("--scaling", default="64,128,256,512", help="volume lengths for the scaling test ('' to skip)")
+    p.add_argument("--scaling", default=None,
+                   help="volume lengths for the scaling test, e.g. 64,128,256 ('' to skip; default: L/4, L/2, L, 2L of "
+                   "--shape's L slices)")
     p.add_argument("--scaling-inplane", type=int, default=None, help="in-plane size of the scaling volumes")
     p.add_argument("--no-training", action="store_true", help="skip the training-throughput measurement")
-    p.add_argument("--training-size", type=int, default=512)
-    p.add_argument("--training-steps", type=int, default=5)
+    p.add_argument("--training-size", type=positive_int, default=None,
+                   help="slice size of the training-throughput test (default: --shape's in-plane size, at most 512)")
+    p.add_argument("--training-steps", type=positive_int, default=5, help="timed training steps per backbone")
     p.add_argument("--no-resample", action="store_true",
                    help="with --model: run at the CT's own spacing instead of the model's (reference behaviour)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    add_run_options(p)
     p.set_defaults(func=run)
+
+
+def _canonical_shape(text: str) -> tuple[int, int, int]:
+    """x (columns) x y (rows) x z (slices), as files and `phantom --shape` give it -> canonical rows, cols, slices."""
+    x, y, z = parse_triple(text, int)
+    return (y, x, z)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = BenchmarkSettings(
         device=args.device, backbone=args.backbone,
         backbone_kwargs={"widths": tuple(int(w) for w in args.widths.split(","))} if args.widths else {},
-        shape=parse_triple(args.shape, int), input=args.input, model=args.model, repeats=args.repeats,
+        shape=_canonical_shape(args.shape), input=args.input, model=args.model, repeats=args.repeats,
         thr=args.thr, max_iter=args.max_iter, precision=args.precision, reference=args.reference,
         reference_sample=args.reference_sample,
         coarse_downsample=args.coarse_downsample,
-        scaling=tuple(int(s) for s in args.scaling.split(",") if s), scaling_inplane=args.scaling_inplane,
+        scaling=None if args.scaling is None else tuple(int(s) for s in args.scaling.split(",") if s),
+        scaling_inplane=args.scaling_inplane,
         training=not args.no_training, training_size=args.training_size, training_steps=args.training_steps,
         resample=not args.no_resample,
     )
-    report = run_benchmark(settings)
+    report = run_benchmark(settings, log=(lambda _m: None) if args.quiet else print)
     print()
     print(format_markdown(report))
     if args.json:

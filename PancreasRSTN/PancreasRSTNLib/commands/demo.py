@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import add_run_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..demo import DEFAULT_DEMO_SEED
@@ -17,7 +19,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model, print the DSC of every round against its reference label (made by a model, not an expert), and "
         "write every round's mask and saliency channels and a figure. --phantom runs the synthetic phantom demo "
         "instead. Re-running replaces a previous demo's output folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("-o", "--output", type=Path, default=Path("pancreas_rstn_demo"), help="output folder")
     p.add_argument("--phantom", action="store_true",
@@ -32,12 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resample", action="store_true", help="run at the CT's own spacing (reference behaviour)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty folder that is not a previous demo's output")
+    add_run_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+    from ..progress import progress_mode
 
     run_demo(args.output, phantom=args.phantom, seed=args.seed, model_dir=args.model, device=args.device,
-             overwrite=args.overwrite, thr=args.thr, max_iter=args.max_iter, resample=not args.no_resample)
+             overwrite=args.overwrite, thr=args.thr, max_iter=args.max_iter, resample=not args.no_resample,
+             progress=progress_mode(args.quiet))
     return 0

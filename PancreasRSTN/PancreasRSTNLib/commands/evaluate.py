@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import OutputExistsError
+from .options import add_run_options, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,22 +24,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--phantom-shape", default=None, help="phantom size (default: the model's training size)")
     p.add_argument("--phantom-seed", type=int, default=5000, help="first phantom seed (use seeds unseen in training)")
     p.add_argument("--organ", default=None, help="organ name (default: the model's organ)")
-    p.add_argument("--label-value", type=int, default=None)
+    p.add_argument("--label-value", type=int, default=None, help="label value of the organ in the label maps "
+                   "(default: from dataset.json or the organ's usual value)")
     p.add_argument("--fold", type=int, default=None, help="evaluate only the test cases of this fold")
-    p.add_argument("--folds", type=int, default=4)
-    p.add_argument("--fold-convention", choices=("sorted", "nih82"), default="sorted")
+    p.add_argument("--folds", type=positive_int, default=4, help="number of folds")
+    p.add_argument("--fold-convention", choices=("sorted", "nih82"), default="sorted",
+                   help="sorted: contiguous folds of the sorted case names; nih82: the reference's NIH-82 folds")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default OUT/cache)")
-    p.add_argument("--on-bad-case", choices=("skip", "fail"), default="fail")
+    p.add_argument("--on-bad-case", choices=("skip", "fail"), default="fail",
+                   help="skip a bad case with a warning, or stop")
     p.add_argument("--oracle", action="store_true", help="also run the oracle (crop by the ground truth)")
     p.add_argument("--thr", type=float, default=0.99, help="convergence threshold of the reported result")
-    p.add_argument("--max-iter", type=int, default=10)
+    p.add_argument("--max-iter", type=int, default=10, help="maximum fine rounds")
     p.add_argument("--views", default=None, help="views to use, e.g. XYZ (default: all in the model)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
     p.add_argument("--no-resample", action="store_true",
                    help="run every case at its own voxel spacing (the reference's behaviour) instead of resampling "
                    "it to the model's")
     p.add_argument("-o", "--out", required=True, type=Path, help="report folder")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an evaluation report in -o")
+    add_run_options(p)
     p.set_defaults(func=run)
 
 
@@ -77,6 +82,7 @@ def _dataset_cases(args, package, info):
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate
     from ..model_package import load_model_package
+    from ..progress import Progress, progress_mode
 
     if (args.out / "evaluation.json").exists() and not args.overwrite:
         raise OutputExistsError(f"{args.out} already holds an evaluation; choose another -o or pass --overwrite.")
@@ -85,12 +91,14 @@ def run(args: argparse.Namespace) -> int:
     info = {"model": str(args.model.resolve()), "model_name": package.metadata.get("name")}
     if args.phantoms is not None:
         info["data"] = f"synthetic phantoms, seeds {args.phantom_seed}..{args.phantom_seed + args.phantoms - 1}"
-        cases = _phantom_cases(args, package)
+        cases, n_cases = _phantom_cases(args, package), args.phantoms
     else:
-        cases = _dataset_cases(args, package, info)
+        cases = list(_dataset_cases(args, package, info))  # memory-mapped: cheap to hold
+        n_cases = len(cases)
     info["resampled_to"] = None if args.no_resample else package.spacing
-    evaluate(package.models, cases, args.out, thr=args.thr, max_iter=args.max_iter, views=views,
-             device=args.device, oracle=args.oracle, info=info, echo=print,
-             method=package.metadata.get("method", "rstn"), spacing=package.spacing, window=package.window,
-             resample=not args.no_resample)
+    with Progress(progress_mode(args.quiet)) as bar:
+        evaluate(package.models, cases, args.out, thr=args.thr, max_iter=args.max_iter, views=views,
+                 device=args.device, oracle=args.oracle, info=info, echo=bar.line,
+                 method=package.metadata.get("method", "rstn"), spacing=package.spacing, window=package.window,
+                 resample=not args.no_resample, n_cases=n_cases, progress=bar.update)
     return 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import SimpleITK as sitk
-
-from ..errors import OutputExistsError, RSTNError
+from ..errors import RSTNError
+from ..outputs import OutputPlan
 from ..phantom import PHANTOM_LABELS, make_phantom, parse_triple
+from ..volume_io import write_image
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,12 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write a synthetic abdominal CT (HU, int16) and its label map. Label 1 is the pancreas; "
         "with --multi-label also " + ", ".join(f"{v} {k}" for k, v in PHANTOM_LABELS.items() if v != 1) + ".",
     )
-    p.add_argument("-o", "--output", required=True, type=Path, help="CT file to write (.nii.gz, .nrrd, .mha, ...)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="CT file to write (.nii.gz, .nii, .nrrd or .mha)")
     p.add_argument("--labels", type=Path, default=None, help="label map file to write (optional)")
     p.add_argument("--seed", type=int, default=0, help="random seed: each seed gives a different case")
-    p.add_argument("--shape", default="128x128x64", help="size in voxels, x (right->left) x y (ant->post) x z")
+    p.add_argument("--shape", default="128x128x64",
+                   help="size in voxels as the file gives it: x (columns, right->left) x y (rows) x z (slices)")
     p.add_argument("--spacing", default=None, help="voxel spacing in mm, e.g. 2.5x2.5x3 (default: 340x340x192 mm FOV)")
-    p.add_argument("--multi-label", action="store_true", help="also label liver, spleen, kidneys, aorta, bone, duodenum")
+    p.add_argument("--multi-label", action="store_true",
+                   help="also label liver, spleen, kidneys, aorta, bone, duodenum in --labels")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
 
@@ -34,20 +36,24 @@ def run(args: argparse.Namespace) -> int:
         spacing = parse_triple(args.spacing, float) if args.spacing else None
     except ValueError as exc:
         raise RSTNError(f"{exc} Use e.g. --shape 128x128x64 --spacing 2.5x2.5x3.") from exc
-    outputs = [args.output] + ([args.labels] if args.labels else [])
-    for path in outputs:
-        if path.exists() and not args.overwrite:
-            raise OutputExistsError(f"{path} already exists; choose another name or pass --overwrite to replace it.")
+    if args.multi_label and not args.labels:
+        raise RSTNError("--multi-label labels the other organs in the label map, but no --labels file was given. "
+                        "Add --labels LABELS.nii.gz, or drop --multi-label.")
+    plan = OutputPlan(overwrite=args.overwrite)
+    outputs = [plan.file(args.output, "The phantom CT (-o)")]
+    if args.labels:
+        outputs.append(plan.file(args.labels, "The --labels output"))
     try:
-        image, label = make_phantom(size, spacing, seed=args.seed, multi_label=args.multi_label)
-    except ValueError as exc:
-        raise RSTNError(str(exc)) from exc
-    for img, path in zip((image, label), outputs, strict=False):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            sitk.WriteImage(img, str(path), True)
-        except RuntimeError as exc:
-            raise RSTNError(f"Could not write {path}: {exc}. Use an extension SimpleITK writes (.nii.gz, .nrrd, .mha).") from exc
+        with plan:
+            try:
+                image, label = make_phantom(size, spacing, seed=args.seed, multi_label=args.multi_label)
+            except ValueError as exc:
+                raise RSTNError(str(exc)) from exc
+            for img, path in zip((image, label), outputs, strict=False):
+                write_image(img, plan.staged(path), overwrite=True)
+    except BaseException:
+        plan.abort()
+        raise
     print(f"wrote {args.output} (size {image.GetSize()}, spacing {tuple(round(s, 3) for s in image.GetSpacing())} mm)"
           + (f" and {args.labels}" if args.labels else ""))
     return 0

@@ -12,47 +12,53 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import EmptyPredictionError, RSTNError
+from ..errors import EmptyPredictionError
 from ..inference import InferenceConfig
 from ..model_package import load_model_package
-from ..progress import ProgressBar
+from ..outputs import OutputPlan
+from ..progress import Progress, progress_mode
 from ..round_files import save_round
 from ..segmentation import GridRound, segment_image
 from ..user_models import resolve_model
-from ..volume_io import check_can_write, read_image, write_image
+from ..volume_io import read_image, write_image
+from .options import add_run_options, positive_int, torch_threads
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("segment", help="segment an organ in a CT volume (file or DICOM folder)",
                               description="Segment an organ in a CT with a model package; every round is reported.")
     p.add_argument("input", help="CT volume: NIfTI, NRRD, MHA file or a DICOM series folder")
-    p.add_argument("-o", "--output", required=True, help="output label map (format from the extension, e.g. .nii.gz)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output label map: .nii.gz, .nii, .nrrd or .mha (on the exact input grid)")
     p.add_argument("--model", default=None,
                    help="a model folder (holds model.json) or the name of an installed model (`models list`); "
                    "default: the best installed real-CT model for --organ")
     p.add_argument("--organ", default="pancreas", help="organ whose default model is used when --model is not given")
     add_inference_arguments(p)
     p.add_argument("--save-iterations", metavar="DIR", help="write every round's mask and saliency channels here")
-    p.add_argument("--probability", metavar="FILE", help="also write the final fused probability map")
-    p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    p.add_argument("--probability", metavar="FILE", help="also write the final fused probability map (float32)")
+    p.add_argument("--json", action="store_true",
+                   help="print the run summary as JSON on stdout (on failure: a JSON error object, exit code 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--allow-non-ct", action="store_true", help="skip the check that intensities look like HU")
+    add_run_options(p)
     p.set_defaults(func=run)
 
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs the engine."""
     d = InferenceConfig()
-    p.add_argument("--thr", type=float, default=d.thr, help="stop when the inter-round DSC reaches this (default 0.99)")
-    p.add_argument("--max-iter", type=int, default=d.max_iter, help="maximum fine rounds (default 10)")
-    p.add_argument("--prob-threshold", type=float, default=d.prob_threshold, help="probability threshold (0.5)")
-    p.add_argument("--margin", type=int, default=d.margin, help="crop margin in pixels (20)")
+    p.add_argument("--thr", type=float, default=d.thr, help="stop when the inter-round DSC reaches this")
+    p.add_argument("--max-iter", type=int, default=d.max_iter, help="maximum fine rounds")
+    p.add_argument("--prob-threshold", type=float, default=d.prob_threshold, help="probability threshold")
+    p.add_argument("--margin", type=int, default=d.margin, help="crop margin in pixels of the model's grid")
     p.add_argument("--views", default=None, help="views to use, e.g. XYZ or Z (default: every view of the model)")
     p.add_argument("--no-postprocess", action="store_true", help="keep all connected components")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--batch-size", type=int, default=None, help="triplets per batch (default: adapt to memory)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="triplets per batch (default: adapted to the free memory)")
     p.add_argument("--crop-bucket", type=int, default=d.crop_bucket,
                    help="grow fine crops to multiples of this to batch more of them (faster; 1 = exact reference boxes)")
     p.add_argument("--coarse-downsample", type=int, default=1, choices=[1, 2, 3, 4],
@@ -86,12 +92,26 @@ def round_summary(r: GridRound) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    output = check_can_write(args.output, args.overwrite)
-    if args.probability:
-        check_can_write(args.probability, args.overwrite)
-    save_dir = Path(args.save_iterations) if args.save_iterations else None
-    if save_dir and save_dir.exists() and any(save_dir.iterdir()) and not args.overwrite:
-        raise RSTNError(f"{save_dir} is not empty. Choose an empty folder for --save-iterations or pass --overwrite.")
+    plan = OutputPlan(overwrite=args.overwrite)  # every output checked before the model or the image is read
+    output = plan.file(args.output, "The output (-o)")
+    probability = plan.file(args.probability, "The --probability output") if args.probability else None
+    save_dir = plan.folder(args.save_iterations, "The --save-iterations folder") if args.save_iterations else None
+    try:
+        with plan:  # published together on success; on any error or Ctrl-C only what this run made is removed
+            summary = _segment(args, plan, output, probability, save_dir, started)
+    except BaseException:
+        plan.abort()  # also when the checks above made a folder and the run never started
+        raise
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        print()
+    elif not args.quiet:
+        print_summary(summary)
+    return 0
+
+
+def _segment(args: argparse.Namespace, plan: OutputPlan, output: Path, probability: Path | None,
+             save_dir: Path | None, started: float) -> dict:
     model = resolve_model(args.model, args.organ)
     package = load_model_package(model.path, views=tuple(args.views.upper()) if args.views else None)
     config = config_from_args(args, package.views)
@@ -104,29 +124,36 @@ def run(args: argparse.Namespace) -> int:
     label_value = int(package.metadata["organ"].get("label_value", 1))
     rounds: list[dict] = []
     last: GridRound | None = None
-    with ProgressBar(disable=args.json) as bar:
+    with Progress(progress_mode(args.quiet or args.json)) as bar:
         for r in segment_image(image, package, config, device=args.device, progress=bar.update,
                                allow_non_ct=args.allow_non_ct, resample=not args.no_resample):
             rounds.append(round_summary(r))
-            bar.write(format_round(rounds[-1]))
+            bar.line(format_round(rounds[-1]))
             if save_dir:
-                save_round(r, save_dir, label_value, args.overwrite)
+                save_round(r, plan.staged_folder(save_dir), label_value, overwrite=True)
             last = r
     assert last is not None
     if last.voxel_count == 0:
+        advice = ("This model was trained on synthetic phantoms and finds nothing in real CTs: use a real-CT model "
+                  "(`pancreas-rstn models list`)." if package.metadata.get("synthetic") else
+                  f"Check that the image is an abdominal CT in HU that covers the {package.organ}, and that the model "
+                  "suits it (`pancreas-rstn models info`); a lower --prob-threshold rarely helps and adds false "
+                  "positives.")
         raise EmptyPredictionError(
-            f"The model found no {package.organ} in {args.input} (empty prediction); nothing was written. Check that "
-            "the image is an abdominal CT in HU and that the model fits it, or lower --prob-threshold."
+            f"The model '{package.metadata['name']}' found no {package.organ} in {args.input} (empty prediction); "
+            f"nothing was written. {advice}"
         )
     t0 = time.perf_counter()
-    write_image(last.mask_image(label_value), output, args.overwrite)
-    if args.probability:
-        write_image(last.probability_image(), args.probability, args.overwrite)
+    write_image(last.mask_image(label_value), plan.staged(output), overwrite=True)
+    if probability:
+        write_image(last.probability_image(), plan.staged(probability), overwrite=True)
     write_seconds = time.perf_counter() - t0
     mapping = last.mapping
-    summary = {
+    return {
         "input": str(args.input),
         "output": str(output),
+        "probability": None if probability is None else str(probability),
+        "rounds_folder": None if save_dir is None else str(save_dir),
         "model": package.metadata["name"],
         "model_path": str(model.path),
         "model_source": "--model" if args.model else f"default for {args.organ} ({model.source})",
@@ -136,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         "model_spacing": None if package.spacing is None else [round(s, 4) for s in package.spacing],
         "resampled_to": None if mapping.resampling is None else [round(s, 4) for s in mapping.model_spacing],
         "device": last.device,
+        "threads": torch_threads(),
         "rounds": rounds,
         "fine_rounds": last.index,
         "stop_reason": last.stop_reason,
@@ -144,12 +172,6 @@ def run(args: argparse.Namespace) -> int:
         "seconds": {"read": round(read_seconds, 3), "write": round(write_seconds, 3),
                     "total": round(time.perf_counter() - started, 3)},
     }
-    if args.json:
-        json.dump(summary, sys.stdout, indent=2)
-        print()
-    else:
-        print_summary(summary)
-    return 0
 
 
 def format_round(s: dict) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..augmentation import AugmentConfig
 from ..errors import RSTNError
+from .options import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default OUT/cache)")
     p.add_argument("--fold", type=int, default=None, help="train on every fold but this one (default: all cases)")
     p.add_argument("--folds", type=int, default=4, help="number of folds")
-    p.add_argument("--fold-convention", choices=("sorted", "nih82"), default="sorted")
+    p.add_argument("--fold-convention", choices=("sorted", "nih82"), default="sorted",
+                   help="sorted: contiguous folds of the sorted case names; nih82: the reference's NIH-82 folds")
     p.add_argument("--on-bad-case", choices=("skip", "fail"), default="fail", help="skip a bad case with a warning, or stop")
     p.add_argument("--spacing", default="native",
                    help="'native': train on the data as they are and record their median voxel spacing in model.json "
@@ -57,21 +59,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--widths", default=None, help="light backbone widths, e.g. 16,32,64,128")
     p.add_argument("--norm", default=None, choices=["batch", "instance"],
                    help="light backbone normalisation (batch: running statistics; instance: each slice's own)")
-    p.add_argument("--T", type=int, default=1, help="unrolled fine iterations in the joint loss (paper: 1..5)")
-    p.add_argument("--loss", choices=("dsc", "jaccard"), default="dsc")
+    p.add_argument("--T", type=positive_int, default=1, help="unrolled fine iterations in the joint loss (paper: 1..5)")
+    p.add_argument("--loss", choices=("dsc", "jaccard"), default="dsc",
+                   help="soft DSC (the reference) or Jaccard (Cai et al.)")
     p.add_argument("--steps", default=None, help="steps per view of each stage, e.g. S:200,I:600,J:800 or C2F:1000")
     p.add_argument("--epochs", default=None, help="epochs of S,I,J (reference: 2,6,8); an epoch = the mean training "
                    "slices per view")
     p.add_argument("--noisy-steps", type=int, default=0, help="steps of fine-tuning with noisy data (mode N) after J")
-    p.add_argument("--noisy-lr-factor", type=float, default=0.1)
+    p.add_argument("--noisy-lr-factor", type=float, default=0.1, help="LR multiplier during the noisy stage (mode N)")
     p.add_argument("--j-decay-every", type=int, default=None, help="halve the LR every N steps in J (default: 2 epochs "
                    "with --epochs, never with --steps)")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="sgd: the reference (momentum, per-group LRs); adamw: easier to train from scratch")
     p.add_argument("--lr", type=float, default=None, help="fine/saliency LR (default 1e-4 sgd, 1e-3 adamw)")
     p.add_argument("--coarse-lr-ratio", type=float, default=0.1, help="coarse LR / fine LR (reference 0.1)")
-    p.add_argument("--momentum", type=float, default=0.99)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--slice-threshold", type=float, default=0.98)
+    p.add_argument("--momentum", type=float, default=0.99, help="SGD momentum (reference 0.99)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay of weights, not biases (reference)")
+    p.add_argument("--slice-threshold", type=float, default=0.98,
+                   help="train on slices whose organ area reaches the top 98 %% (<= 1), or this many pixels (> 1)")
     p.add_argument("--negative-fraction", type=float, default=0.0, help="organ-free slices per organ slice (not in the reference)")
     p.add_argument("--init", default=None, help="model package folder or reference checkpoint ({view} in the path is "
                    "replaced by X/Y/Z); default: from scratch")
@@ -80,15 +85,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "BatchNorm)")
     p.add_argument("--bn-recalibration-samples", type=int, default=500, help="training slices per view for the "
                    "BatchNorm recalibration (0: all)")
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--checkpoint-every", type=int, default=500, help="save a resumable checkpoint every N steps (0: "
+                   "only at the end of each view)")
+    p.add_argument("--log-every", type=int, default=10, help="write the CSV/TensorBoard log every N steps")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT exactly where it stopped")
     p.add_argument("--overwrite", action="store_true", help="start again in an OUT that holds a previous run")
     p.add_argument("--stop-after", type=int, default=None, help="stop each view after this many steps (resume later)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for torch (default: $OMP_NUM_THREADS when set, else one per core)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, data order, crop margins and "
+                   "augmentations (a run is reproducible and resumes bit-exactly)")
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress output (a bar on a terminal, else one line per epoch)")
     p.set_defaults(func=run)
 
 
@@ -143,7 +152,7 @@ def load_cases(args: argparse.Namespace) -> tuple[list, dict, tuple[float, float
     if target is None and np.any(spacings.max(0) > 1.1 * spacings.min(0)):
         log.warning("training cases differ in voxel spacing by more than 10 %% (%s to %s mm): consider --spacing",
                     spacings.min(0).round(3).tolist(), spacings.max(0).round(3).tolist())
-    provenance = {"source": str(Path(args.data).resolve()), "layout": dataset.layout, "organ": args.organ,
+    provenance = {"source": Path(args.data).resolve().name, "layout": dataset.layout, "organ": args.organ,
                   "label_value": dataset.label_value, "fold": args.fold, "folds": args.folds,
                   "fold_convention": args.fold_convention, "skipped": cache.skipped,
                   "spacing": "resampled" if target else "native (median recorded)"}
@@ -184,17 +193,14 @@ def _axial_slice_cases(args: argparse.Namespace, spacing, cached: dict, native: 
         cases.append(TrainCase(f"slice_{s.name}", image, label, views=("Z",)))
     log.info("%d axial slices of %d cases, display window %.1f..%.1f HU", len(cases), len({s.case for s in slices}),
              window.low, window.high)
-    return cases, {"source": str(Path(args.axial_slices).resolve()), "slices": len(cases),
+    return cases, {"source": Path(args.axial_slices).resolve().name, "slices": len(cases),
                    "window_hu": window.to_dict(), "pixel_spacing_mm": pixel}
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from ..trainer import TrainConfig, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.steps and args.epochs:
         raise RSTNError("Give either --steps or --epochs, not both.")
     cases, provenance, spacing = load_cases(args)
@@ -242,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         metadata["description"] = "Trained on synthetic phantoms only: a demo model, not for clinical images."
         metadata["synthetic"] = True
     package = train(cases, cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
-                    progress=not args.no_progress, stop_after=args.stop_after, package_metadata=metadata)
+                    progress=not args.quiet, stop_after=args.stop_after, package_metadata=metadata)
     if package is not None:
         print(f"model package written to {package}")
     elif args.stop_after is not None:
