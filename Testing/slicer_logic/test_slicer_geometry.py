@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from slicer_helpers import ORIENTATIONS, add_volume_from_image, ijk_to_ras
 
 from PancreasRSTNSlicerLib.mrml_geometry import (
     ijk_to_ras_array,
@@ -13,6 +12,7 @@ from PancreasRSTNSlicerLib.mrml_geometry import (
     update_volume_node_from_image,
     volume_node_to_image,
 )
+from slicer_helpers import ORIENTATIONS, add_volume_from_image, ijk_to_ras
 
 
 def _random_volume(shape_kji=(7, 9, 11), seed=0) -> sitk.Image:

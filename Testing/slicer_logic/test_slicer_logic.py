@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from slicer_helpers import ORIENTATIONS, add_volume_from_image, ijk_to_ras
 
 from PancreasRSTNLib.errors import (
     DeviceOutOfMemoryError,
@@ -30,6 +29,7 @@ from PancreasRSTNSlicerLib.mrml_geometry import (
     same_grid,
     volume_node_to_image,
 )
+from slicer_helpers import ORIENTATIONS, add_volume_from_image, ijk_to_ras
 
 FAST = {"max_iter": 2, "device": "cpu", "postprocess": False}
 

@@ -1,0 +1,136 @@
+"""The real PancreasRSTN Widget on real Qt (PySide6, offscreen) and real MRML (slicer-core).
+
+The folder is not named ``slicer``: the slicer-core package extends its ``__path__`` with every ``slicer`` folder
+on sys.path. The PythonQt-like layer, the CTK/qMRML widget stand-ins and the application stand-ins live next to
+this file; they are installed as the modules ``qt``, ``ctk``, ``slicer.ScriptedLoadableModule`` and
+``slicer.parameterNodeWrapper`` only while this suite runs, and the module is imported afresh for it (the Logic
+suite checks that ``PancreasRSTN`` imports without Qt).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("PySide6", reason="the GUI suite needs PySide6-Essentials (pip install PySide6-Essentials)")
+pytest.importorskip("pytestqt", reason="the GUI suite needs pytest-qt (pip install pytest-qt)")
+pytest.importorskip("slicer", reason="the GUI suite needs the slicer-core wheel (pip install slicer-core)")
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+MODULE_FILE = ROOT / "PancreasRSTN" / "PancreasRSTN.py"
+for path in (HERE, HERE.parent / "slicer_logic"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+pytestmark = pytest.mark.slicer
+STANDIN_MODULES = ("qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "PancreasRSTN")
+
+
+def _module(name: str, **attributes) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for key, value in attributes.items():
+        setattr(module, key, value)
+    return module
+
+
+@pytest.fixture(scope="module")
+def module(qapp):
+    """PancreasRSTN.py imported with the Qt/Slicer stand-ins in place; everything restored afterwards."""
+    import slicer
+
+    import slicer_standins as s
+    import widgets
+    from pythonqt import build_qt_module
+
+    saved = {name: sys.modules.get(name) for name in STANDIN_MODULES}
+    saved_attributes = {name: getattr(slicer, name, None) for name in ("app", "modules", "mrmlScene")}
+    sys.modules["qt"] = build_qt_module(widgets.CUSTOM_WIDGETS)
+    sys.modules["ctk"] = _module("ctk", **{c.__name__: c for c in widgets.CUSTOM_WIDGETS if c.__name__.startswith("ctk")})
+    sys.modules["slicer.ScriptedLoadableModule"] = _module(
+        "slicer.ScriptedLoadableModule", ScriptedLoadableModule=s.ScriptedLoadableModule,
+        ScriptedLoadableModuleLogic=s.ScriptedLoadableModuleLogic,
+        ScriptedLoadableModuleWidget=s.ScriptedLoadableModuleWidget,
+        ScriptedLoadableModuleTest=s.ScriptedLoadableModuleTest)
+    sys.modules["slicer.parameterNodeWrapper"] = _module(
+        "slicer.parameterNodeWrapper", parameterNodeWrapper=s.parameterNodeWrapper, WithinRange=s.WithinRange)
+    sys.modules.pop("PancreasRSTN", None)
+    s.ScriptedLoadableModuleWidget.module_file = MODULE_FILE
+    try:
+        yield importlib.import_module("PancreasRSTN")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = value
+        for name, value in saved_attributes.items():
+            if value is None and hasattr(slicer, name):
+                delattr(slicer, name)
+            elif value is not None:
+                setattr(slicer, name, value)
+
+
+@pytest.fixture
+def models_root(tmp_path, monkeypatch):
+    """The user's models folder with one tiny real-architecture pancreas model; no bundled models."""
+    from gui_helpers import tiny_package
+
+    root = tmp_path / "user_models"
+    tiny_package(root / "tiny-pancreas", "pancreas", seed=0)
+    monkeypatch.setenv("PANCREAS_RSTN_MODELS", str(root))
+    monkeypatch.setattr("PancreasRSTNLib.user_models.bundled_models_dirs", lambda: [])
+    return root
+
+
+@pytest.fixture
+def scene(module):
+    """A fresh slicer-core scene with the application's logics, three slice views and a layout."""
+    import slicer
+
+    import slicer_standins as s
+    from PancreasRSTNSlicerLib.scene import create_core_context
+
+    context = create_core_context()
+    for name in ("Red", "Yellow", "Green"):
+        composite = slicer.vtkMRMLSliceCompositeNode()
+        composite.SetName(f"vtkMRMLSliceCompositeNode{name}")
+        composite.SetLayoutName(name)
+        context.scene.AddNode(composite)
+    layout = slicer.vtkMRMLLayoutNode()
+    context.scene.AddNode(layout)
+    plots = slicer.vtkSlicerPlotsLogic()
+    plots.SetMRMLApplicationLogic(context.app_logic)
+    plots.SetMRMLScene(context.scene)
+    context.layout_node = layout
+    slicer.mrmlScene = context.scene
+    slicer.app = s.SlicerApp(context.app_logic)
+    slicer.modules = s.build_modules(context, plots)
+    yield context
+    context.scene.Clear(True)
+
+
+@pytest.fixture
+def panel(module, scene, models_root, qtbot):
+    """The real Widget, set up from the real .ui, in a host widget; cleaned up after the test."""
+    from PySide6 import QtWidgets
+
+    from pythonqt import FileDialogAnswers, unwrap, wrap
+
+    FileDialogAnswers.answers.clear()
+    FileDialogAnswers.asked.clear()
+    host = QtWidgets.QWidget()  # the module panel (qSlicerScriptedLoadableModuleWidget): it says it is entered
+    host.setProperty("isEntered", True)
+    qtbot.addWidget(host)
+    widget = module.PancreasRSTNWidget(wrap(host))
+    widget.setup()
+    host.show()
+    yield widget
+    widget.cleanup()
+    unwrap(host).close()

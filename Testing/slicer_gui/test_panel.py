@@ -1,0 +1,399 @@
+"""The real PancreasRSTN panel driven through its real buttons (PySide6 offscreen, slicer-core MRML).
+
+Each test starts from a fresh scene and a fresh panel built from the module's real .ui. Runs use a tiny
+real-architecture model; modal file dialogs get their answer from ``FileDialogAnswers`` (a modal dialog cannot be
+clicked in an offscreen test); injected errors (out of memory, a failing trainer) are named where used.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from PySide6 import QtCore, QtGui
+
+from gui_helpers import tiny_package
+from pythonqt import DesktopServices, FileDialogAnswers, unwrap
+
+EN_DASH = "\u2013"
+
+
+def _ct(context, name="CT", size=(40, 36, 20), seed=3):
+    from PancreasRSTNLib.phantom import make_phantom
+    from slicer_helpers import add_volume_from_image
+
+    image, _ = make_phantom(size=size, seed=seed)
+    return add_volume_from_image(context.scene, image, name)
+
+
+def _click(qtbot, proxy) -> None:
+    qtbot.mouseClick(unwrap(proxy), QtCore.Qt.MouseButton.LeftButton)
+
+
+def _nodes(scene) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def _segment(panel, qtbot, volume, rounds: int = 2, wait: bool = True) -> None:
+    panel.ui.inputVolumeSelector.setCurrentNode(volume)
+    panel.ui.maxRoundsSpinBox.value = rounds
+    _click(qtbot, panel.ui.segmentButton)
+    if wait:
+        qtbot.waitUntil(lambda: panel._run is None, timeout=120_000)
+
+
+def _composite(scene, attribute: str) -> set[str]:
+    """The volume IDs shown in one layer of every slice view."""
+    getter = {"label": "GetLabelVolumeID", "foreground": "GetForegroundVolumeID", "background": "GetBackgroundVolumeID"}
+    ids = set()
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        ids.add(getattr(scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode"), getter[attribute])())
+    return ids
+
+
+@pytest.fixture
+def always_on(models_root):
+    """The user's pancreas model replaced by one that finds organ everywhere: runs are deterministic."""
+    shutil.rmtree(models_root / "tiny-pancreas")
+    tiny_package(models_root / "tiny-pancreas", always_on=True)
+    return models_root
+
+
+# ---------------------------------------------------------------------------------------------- the panel
+def test_the_panel_loads_from_the_real_ui(panel):
+    assert panel.ui.organComboBox.count == 1 and panel.ui.organComboBox.currentData == "pancreas"
+    assert "tiny-pancreas" in panel.ui.modelInfoLabel.text
+    assert panel.ui.modelsTableWidget.rowCount == 1
+    assert not panel.ui.segmentButton.enabled and not panel.ui.cancelButton.enabled  # no input yet
+    assert panel.ui.deviceLabel.text.startswith("Runs on: CPU")
+
+
+def test_the_model_label_is_rich_text_with_the_warning_in_bold(panel, models_root, monkeypatch):
+    """It showed literal <b> tags: Qt renders rich text only when a tag comes before the first line break."""
+    import json
+
+    meta_path = models_root / "tiny-pancreas" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["warning"] = "Trained on 2 patients: research only."
+    meta_path.write_text(json.dumps(meta))
+    panel.refreshModels()
+    label = unwrap(panel.ui.modelInfoLabel)
+    assert QtGui.Qt.mightBeRichText(label.text()) and "\n" not in label.text()
+    assert "<b>Trained on 2 patients: research only.</b>" in label.text()
+    document_text = label.text().replace("<br>", "\n")
+    assert "Model: tiny-pancreas" in document_text
+
+
+# ---------------------------------------------------------------------------------------------- a run
+def test_segment_shows_every_round_as_it_arrives(panel, scene, qtbot, always_on):
+    volume = _ct(scene)
+    before = np.array(sitk_array(volume))
+    maxima: list[int] = []
+    unwrap(panel.ui.roundSlider).rangeChanged.connect(lambda lo, hi: maxima.append(hi))
+    _segment(panel, qtbot, volume, rounds=3)
+    names = [n.labelmap.GetName() for n in panel._rounds]
+    assert names == [f"Pancreas {EN_DASH} round {k}" for k in range(len(names))] and len(names) >= 2
+    assert maxima == list(range(1, len(names)))  # the slider grew one round at a time
+    assert panel.ui.statusLabel.text.startswith("Done in") and panel.ui.progressBar.value == 1000
+    seg = panel._result.segmentation
+    assert seg.GetSegmentation().GetNumberOfSegments() == 1 and "15776009" in seg.GetSegmentation().GetNthSegment(0).GetTerminology()
+    assert np.array_equal(sitk_array(volume), before)  # the input is never modified
+    assert panel.ui.segmentButton.enabled and not panel.ui.cancelButton.enabled
+    assert panel.logic.round_summary(panel._rounds[-1], panel._session.tables["pancreas"]).startswith(
+        f"Round {len(names) - 1} (fine)")
+
+
+def sitk_array(volume):
+    import slicer
+
+    return slicer.util.arrayFromVolume(volume)
+
+
+def test_the_round_slider_and_every_saliency_overlay(panel, scene, qtbot, always_on):
+    volume = _ct(scene)
+    _segment(panel, qtbot, volume, rounds=2)
+    for k, nodes in enumerate(panel._rounds):
+        panel.ui.roundSlider.value = k
+        assert _composite(scene.scene, "label") == {nodes.labelmap.GetID()}
+        assert panel.ui.roundLabel.text.startswith(f"Round {k} ")
+    panel.ui.roundSlider.value = 1
+    panel.ui.showSaliencyCheckBox.checked = True
+    shown = set()
+    for view in ("X", "Y", "Z"):
+        panel.ui.saliencyViewComboBox.currentIndex = "XYZ".index(view)
+        for channel in range(3):
+            panel.ui.saliencyChannelComboBox.currentIndex = channel
+            expected = panel._rounds[1].saliency[view][channel]
+            assert _composite(scene.scene, "foreground") == {expected.GetID()}
+            shown.add(expected.GetID())
+    assert len(shown) == 9
+    panel.ui.showSaliencyCheckBox.checked = False
+    assert _composite(scene.scene, "foreground") == {None}
+    panel.ui.roundSlider.value = 0  # the coarse round has no saliency: nothing in the foreground
+    panel.ui.showSaliencyCheckBox.checked = True
+    assert _composite(scene.scene, "foreground") == {None}
+
+
+def test_show_plot_puts_the_dsc_chart_in_the_layout(panel, scene, qtbot, always_on):
+    volume = _ct(scene)
+    _segment(panel, qtbot, volume, rounds=2)
+    _click(qtbot, panel.ui.showPlotButton)
+    selection = scene.app_logic.GetSelectionNode()
+    assert selection.GetActivePlotChartID() == panel._result.chart.GetID()
+
+
+def test_cancel_leaves_nothing_in_the_scene(panel, scene, qtbot, always_on):
+    volume = _ct(scene, size=(96, 96, 48))
+    before = _nodes(scene.scene)
+    _segment(panel, qtbot, volume, rounds=10, wait=False)
+    assert panel.ui.cancelButton.enabled and not panel.ui.segmentButton.enabled
+    _click(qtbot, panel.ui.cancelButton)
+    qtbot.waitUntil(lambda: panel._run is None, timeout=120_000)
+    assert panel.ui.statusLabel.text == "Cancelled: nothing was added to the scene."
+    assert _nodes(scene.scene) - before <= {panel.logic.organ_color_table().GetID()} or _nodes(scene.scene) == before
+    assert panel._result is None and panel.ui.segmentButton.enabled
+
+
+def test_a_bad_input_shows_the_error_and_changes_nothing(panel, scene, qtbot, caplog):
+    from PancreasRSTNLib.phantom import make_phantom
+    from slicer_helpers import add_volume_from_image
+
+    image, _ = make_phantom(size=(40, 36, 20), seed=3)
+    flat = sitk.GetImageFromArray(np.zeros((1, 36, 40), np.int16))  # one slice: not a 3-D CT
+    flat.CopyInformation(image[:, :, 0:1])
+    volume = add_volume_from_image(scene.scene, flat, "single slice")
+    before = _nodes(scene.scene)
+    with caplog.at_level(logging.ERROR):
+        _segment(panel, qtbot, volume)
+    assert panel.ui.statusLabel.text == "Failed."
+    assert any("3-D CT volume" in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    assert _nodes(scene.scene) == before
+
+
+def test_the_out_of_memory_fallback_offers_the_cpu_and_runs_again(panel, scene, qtbot, always_on, monkeypatch):
+    """Injected: the first run's engine raises torch's out-of-memory error (as a GPU would)."""
+    import slicer
+    import torch
+
+    import PancreasRSTNLib.segmentation as segmentation
+
+    real = segmentation.segment_image
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(kwargs.get("device"))
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(segmentation, "segment_image", flaky)
+    asked = []
+    monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", lambda text, **kw: asked.append(text) or True)
+    panel.ui.deviceComboBox.currentIndex = unwrap(panel.ui.deviceComboBox).findText("Auto")
+    volume = _ct(scene)
+    _segment(panel, qtbot, volume)
+    qtbot.waitUntil(lambda: panel._run is None and panel._result is not None, timeout=120_000)
+    assert asked == ["Switch the device to CPU and try again?"]
+    assert calls == ["auto", "cpu"] and panel.ui.deviceComboBox.currentText == "CPU"
+    assert panel._result.segmentation is not None
+
+
+def test_scene_close_stops_the_run_and_resets_the_panel(panel, scene, qtbot, always_on):
+    volume = _ct(scene, size=(96, 96, 48))
+    _segment(panel, qtbot, volume, rounds=10, wait=False)
+    scene.scene.Clear(False)  # File > Close scene: the parameter node (a singleton) is reset, not replaced
+    qtbot.waitUntil(lambda: panel._run is None, timeout=120_000)
+    assert panel._parameterNode is not None and panel._parameterNode.inputVolume is None
+    assert panel._parameterNode.maxRounds == 10 and panel.ui.maxRoundsSpinBox.value == 10  # defaults again
+    assert not panel.ui.segmentButton.enabled and panel._session is None or panel._session.closed
+
+
+# ---------------------------------------------------------------------------------------------- exports
+@pytest.mark.parametrize("button,suffix", [("exportNiftiButton", ".nii.gz"), ("exportNrrdButton", ".seg.nrrd")])
+def test_the_exports_write_the_segmentation(panel, scene, qtbot, always_on, tmp_path, button, suffix):
+    volume = _ct(scene)
+    _segment(panel, qtbot, volume, rounds=1)
+    target = tmp_path / f"result{suffix}"
+    FileDialogAnswers.answer(str(target))
+    _click(qtbot, getattr(panel.ui, button))
+    assert target.is_file() and panel.ui.statusLabel.text == f"Exported {target}"
+    if suffix == ".nii.gz":
+        written = sitk.ReadImage(str(target))
+        assert written.GetSize() == tuple(reversed(sitk_array(volume).shape)) and sitk.GetArrayFromImage(written).any()
+    FileDialogAnswers.answer("")  # Cancel in the save dialog: nothing happens
+    _click(qtbot, getattr(panel.ui, button))
+    assert panel.ui.statusLabel.text == f"Exported {target}"
+
+
+# ---------------------------------------------------------------------------------------------- model manager
+def test_install_a_model_from_a_folder_and_from_a_zip_then_replace_it(panel, qtbot, tmp_path, monkeypatch, caplog):
+    import slicer
+
+    source = tiny_package(tmp_path / "shared" / "spleen-model", organ="spleen", name="tiny-spleen")
+    FileDialogAnswers.answer(str(source))
+    with caplog.at_level(logging.INFO):
+        _click(qtbot, panel.ui.installFolderButton)
+    assert panel.ui.modelsTableWidget.rowCount == 2 and panel.ui.organComboBox.count == 2
+    assert any("Installed 'tiny-spleen' for spleen" in r.getMessage() for r in caplog.records)
+    archive = tmp_path / "spleen.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in source.iterdir():
+            z.write(f, f"spleen-model/{f.name}")
+    answers = iter([False, True])
+    monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", lambda text, **kw: next(answers))
+    FileDialogAnswers.answer(str(archive))
+    _click(qtbot, panel.ui.installZipButton)  # declined: the installed one stays
+    FileDialogAnswers.answer(str(archive))
+    _click(qtbot, panel.ui.installZipButton)  # accepted: replaced
+    assert panel.ui.modelsTableWidget.rowCount == 2
+    panel.ui.organComboBox.currentIndex = unwrap(panel.ui.organComboBox).findData("spleen")
+    assert "tiny-spleen" in panel.ui.modelInfoLabel.text
+
+
+def test_verify_reports_each_model_and_finds_a_corrupt_one(panel, qtbot, models_root, caplog):
+    with caplog.at_level(logging.INFO):
+        _click(qtbot, panel.ui.verifyModelsButton)
+    assert any("OK: tiny-pancreas" in r.getMessage() for r in caplog.records)
+    weights = models_root / "tiny-pancreas" / "model_Z.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"corrupt!")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        _click(qtbot, panel.ui.verifyModelsButton)
+    assert any("FAILED: tiny-pancreas" in r.getMessage() and "Hash mismatch" in r.getMessage() for r in caplog.records)
+
+
+def test_select_a_model_shows_its_folder_and_open_folder(panel, qtbot, models_root):
+    table = unwrap(panel.ui.modelsTableWidget)
+    table.selectRow(0)
+    assert str(models_root / "tiny-pancreas") in panel.ui.modelWarningLabel.text
+    _click(qtbot, panel.ui.openModelsFolderButton)
+    assert DesktopServices.opened[-1] == str(models_root)
+
+
+def test_only_a_synthetic_model_gives_a_clear_message(panel, models_root, scene, qtbot):
+    import json
+
+    meta_path = models_root / "tiny-pancreas" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["synthetic"] = True
+    meta_path.write_text(json.dumps(meta))
+    _click(qtbot, panel.ui.refreshModelsButton)
+    assert "Only synthetic demo models" in panel.ui.modelInfoLabel.text
+    assert "Synthetic demo model" in panel.ui.modelWarningLabel.text
+
+
+# ---------------------------------------------------------------------------------------------- dependencies
+def test_dependencies_are_reported_and_installed_through_pytorchutils(panel, qtbot, monkeypatch, caplog):
+    import types
+
+    import PancreasRSTN
+
+    assert panel.ui.dependenciesLabel.text.startswith("All dependencies present (torch ")
+    monkeypatch.delitem(sys.modules, "PyTorchUtils", raising=False)
+    monkeypatch.setattr(PancreasRSTN, "missing_packages", lambda: ["torch"])
+    panel.refreshDependencies()
+    assert panel.ui.dependenciesLabel.text == "Missing: torch. Click Install (needs network)."
+    with caplog.at_level(logging.ERROR):
+        _click(qtbot, panel.ui.installDependenciesButton)  # no PyTorch extension: a plain message
+    assert any("The PyTorch extension is not installed" in r.getMessage() for r in caplog.records)
+    requests = []
+
+    class TorchLogic:  # the PyTorch extension's logic (an extension of its own, not part of slicer-core)
+        def torchInstalled(self):  # noqa: N802
+            return False
+
+        def installTorch(self, **kwargs):  # noqa: N802
+            requests.append(kwargs)
+            return object()
+
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=TorchLogic))
+    _click(qtbot, panel.ui.installDependenciesButton)
+    assert requests == [{"askConfirmation": True, "torchVersionRequirement": f">={PancreasRSTN.MIN_TORCH_VERSION}"}]
+
+
+# ---------------------------------------------------------------------------------------------- training
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    from PancreasRSTNLib.phantom import make_phantom
+
+    root = tmp_path / "dataset"
+    for i in range(2):
+        image, label = make_phantom((40, 40, 12), seed=60 + i)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "labels").mkdir(exist_ok=True)
+        sitk.WriteImage(image, str(root / "images" / f"c{i}.nii.gz"))
+        sitk.WriteImage(label, str(root / "labels" / f"c{i}.nii.gz"))
+    return root
+
+
+def _train(panel, qtbot, dataset, output, steps: str, monkeypatch, wait: bool = True) -> None:
+    from PancreasRSTNSlicerLib import training
+
+    preset = f"test ({steps})"
+    monkeypatch.setitem(training.PRESETS, preset, ["--backbone", "light", "--widths", "4,8", "--steps", steps,
+                                                   "--checkpoint-every", "0"])
+    unwrap(panel.ui.trainPresetComboBox).addItem(preset)
+    panel.ui.trainPresetComboBox.currentIndex = panel.ui.trainPresetComboBox.count - 1
+    panel.ui.trainDatasetPathLineEdit.currentPath = str(dataset)
+    panel.ui.trainOutputPathLineEdit.currentPath = str(output)
+    panel.ui.trainViewXCheckBox.checked = False
+    panel.ui.trainViewYCheckBox.checked = False
+    _click(qtbot, panel.ui.trainButton)
+    if wait:
+        qtbot.waitUntil(lambda: panel.ui.trainButton.enabled, timeout=180_000)
+
+
+def test_training_runs_in_a_separate_process_and_installs_the_model(panel, qtbot, tiny_dataset, tmp_path,
+                                                                   monkeypatch, models_root):
+    import slicer
+
+    monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", lambda text, **kw: True)
+    _train(panel, qtbot, tiny_dataset, tmp_path / "run", "S:3,I:3,J:3", monkeypatch)
+    assert (tmp_path / "run" / "model" / "model.json").is_file()
+    assert panel.ui.trainProgressBar.value == 1000
+    installed = [p.name for p in models_root.iterdir() if (p / "model.json").is_file()]
+    assert "run" in installed and panel.ui.modelsTableWidget.rowCount == 2
+    table, chart = panel._train_nodes
+    assert table is not None and chart is not None and table.GetNumberOfRows() >= 1
+
+
+def test_a_failing_training_shows_its_output(panel, qtbot, tmp_path, monkeypatch, caplog):
+    empty = tmp_path / "not_a_dataset"
+    empty.mkdir()
+    with caplog.at_level(logging.ERROR):
+        _train(panel, qtbot, empty, tmp_path / "run", "S:3", monkeypatch)
+    messages = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    assert "Training stopped (exit code 1)" in messages and "not a dataset folder" in messages
+
+
+def test_training_can_be_cancelled(panel, qtbot, tiny_dataset, tmp_path, monkeypatch):
+    _train(panel, qtbot, tiny_dataset, tmp_path / "run", "S:100000", monkeypatch, wait=False)
+    assert panel.ui.trainCancelButton.enabled and not panel.ui.trainButton.enabled
+    _click(qtbot, panel.ui.trainCancelButton)
+    qtbot.waitUntil(lambda: panel.ui.trainButton.enabled, timeout=60_000)
+    assert panel.ui.trainStatusLabel.text.startswith("Training cancelled")
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_training_asks_for_its_folders_first(panel, qtbot, caplog):
+    with caplog.at_level(logging.ERROR):
+        _click(qtbot, panel.ui.trainButton)
+    assert any("Choose the dataset folder first." in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------------------------- the harness
+def test_a_slot_that_raises_fails_the_test(panel, qtbot):
+    """pytest-qt captures exceptions raised in slots (Qt would only print them), so a broken slot fails."""
+
+    def broken() -> None:
+        raise RuntimeError("a broken slot")
+
+    unwrap(panel.ui.refreshModelsButton).clicked.connect(broken)
+    with qtbot.captureExceptions() as exceptions:
+        _click(qtbot, panel.ui.refreshModelsButton)
+    assert len(exceptions) == 1 and "a broken slot" in str(exceptions[0][1])
