@@ -15,9 +15,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "PancreasRSTN" / "PancreasRSTN.py"
+SLICER_LIB = ROOT / "PancreasRSTN" / "PancreasRSTNSlicerLib"
 UI = ROOT / "PancreasRSTN" / "Resources" / "UI" / "PancreasRSTN.ui"
 SOURCE = MODULE.read_text(encoding="utf-8")
 TREE = ast.parse(SOURCE)
+# the panel's Qt sections bind their part of the .ui the same way
+PANEL_SOURCE = "\n".join(p.read_text(encoding="utf-8") for p in sorted((MODULE.parent / "PancreasRSTNPanel").glob("*.py")))
+GUI_SOURCE = SOURCE + "\n" + PANEL_SOURCE
 
 # Qt classes the .ui may use (QUiLoader builds them without plugins).
 QT_WIDGETS = {"QWidget", "QLabel", "QComboBox", "QCheckBox", "QSpinBox", "QDoubleSpinBox", "QSlider", "QPushButton",
@@ -116,7 +120,9 @@ def test_ctk_path_line_edit_filters_are_real_enum_values():
 
 def test_ui_signal_connections_match_widget_classes():
     classes = _widget_classes()
-    connected = re.findall(r'self\.ui\.(\w+)\.connect\("([^"]+)"', SOURCE)
+    connected = re.findall(r'\("(\w+)", "(\w+\([^"]*\))",', SOURCE)  # setup's (widget, signal, slot) table
+    connected += re.findall(r'ui\.(\w+)\.connect\("([^"]+)"', PANEL_SOURCE)
+    connected += [(w, "clicked(bool)") for w in re.findall(r'\("(\w+Button)", (?:lambda|self)', PANEL_SOURCE)]
     assert len(connected) >= 20
     for name, signal in connected:
         assert name in classes, f"self.ui.{name} is not in the .ui"
@@ -128,7 +134,7 @@ def test_widget_only_sets_properties_its_widgets_have():
     props = {"QPushButton": {"enabled", "toolTip", "text"}, "QLabel": {"text"}, "QProgressBar": {"value"},
              "QSlider": {"enabled", "maximum", "value"}, "ctkCollapsibleButton": {"collapsed"},
              "QComboBox": {"currentIndex"}}
-    for name, prop in re.findall(r"self\.ui\.(\w+)\.(\w+)\s*=(?!=)", SOURCE):
+    for name, prop in re.findall(r"self\.ui\.(\w+)\.(\w+)\s*=(?!=)", GUI_SOURCE):
         assert prop in props.get(classes[name], set()), f"self.ui.{name}.{prop} = ... on a {classes[name]}"
 
 
@@ -150,20 +156,26 @@ def test_bound_widgets_have_a_gui_connector_for_their_field_type():
     unbound = set(fields) - bound
     assert unbound == {"organ", "device", "trainOrgan"}, unbound
     for name in unbound:
-        assert re.search(rf"_parameterNode\.{name}\s*=", SOURCE), f"nothing writes the unbound field {name}"
+        assert re.search(rf"\.{name}\s*=", GUI_SOURCE), f"nothing writes the unbound field {name}"
 
 
 def test_parameter_node_connect_disconnect_pairing():
+    """The GUI connection is made in one place and released whenever the panel lets the node go (exit, cleanup,
+    scene close), so no stale binding keeps writing to a node."""
     widget = _class("PancreasRSTNWidget")
     connects = _calls(widget, "connectGui")
     disconnects = _calls(widget, "disconnectGui")
-    assert len(connects) == 1 and len(disconnects) >= 2
+    assert len(connects) == 1 and len(disconnects) == 1
     assert all(ast.unparse(c.args[0]) == "self._parameterNodeGuiTag" for c in disconnects)
     assert "self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)" in SOURCE
+    for method in ("cleanup", "exit", "onSceneStartClose"):
+        body = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == method)
+        assert "self.setParameterNode(None)" in ast.unparse(body), method
 
 
 def test_pytorchutils_call_uses_verified_keywords():
-    body = _function("install_dependencies")
+    tree = ast.parse((SLICER_LIB / "dependencies.py").read_text())
+    body = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "install_dependencies")
     (install,) = _calls(body, "installTorch")
     assert not install.args, "pass installTorch's options by keyword"
     keywords = {k.arg for k in install.keywords}
@@ -220,11 +232,12 @@ def test_parameter_annotations_resolve_like_slicer(module):
 def test_widget_and_self_test_call_the_logic_with_accepted_arguments(module):
     logic_cls = module.PancreasRSTNLogic
     called = set()
-    for call in ast.walk(TREE):
+    controller = ast.parse((SLICER_LIB / "run_controller.py").read_text())
+    for call in [*ast.walk(TREE), *ast.walk(controller)]:
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)):
             continue
         owner = ast.unparse(call.func.value)
-        if owner in ("self.logic", "logic", "PancreasRSTNLogic"):
+        if owner in ("self.logic", "logic", "PancreasRSTNLogic"):  # the Widget, the self-test, the RunController
             name = call.func.attr
             assert hasattr(logic_cls, name), f"PancreasRSTNLogic has no {name}"
             attr = inspect.getattr_static(logic_cls, name)

@@ -93,3 +93,75 @@ def update_loss_nodes(scene, columns: dict[str, list[float]], table=None, chart=
             series.SetMarkerStyle(series.MarkerStyleNone)
             chart.AddAndObservePlotSeriesNodeID(series.GetID())
     return table, chart
+
+
+class TrainingProcess:
+    """The trainer in a separate process (Slicer's Python, so Slicer stays responsive and a crash cannot take it
+    down). Its output is read on a thread; its CSV log gives the live loss curve; cancelling terminates it (the
+    run can be resumed from the command line with the same output folder)."""
+
+    def __init__(self, command: list[str], output: str | Path, env: dict | None = None) -> None:
+        self.command = list(command)
+        self.output = Path(output)
+        self.env = env
+        self.lines: list[str] = []
+        self._process = None
+
+    def start(self) -> TrainingProcess:
+        import subprocess
+        import threading
+
+        self._process = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         text=True, bufsize=1)
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        for line in self._process.stdout:
+            self.lines.append(line.rstrip())
+
+    def poll(self) -> int | None:
+        """None while it runs, else its exit code."""
+        return None if self._process is None else self._process.poll()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def cancel(self) -> bool:
+        if self.running:
+            self._process.terminate()
+            return True
+        return False
+
+    def last_line(self, width: int = 200) -> str:
+        return self.lines[-1][-width:] if self.lines else ""
+
+    def tail(self, n: int = 15) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def loss_columns(self) -> dict[str, list[float]]:
+        return read_loss_log(self.output / LOG_RELATIVE_PATH)
+
+    @property
+    def model_folder(self) -> Path:
+        return self.output / MODEL_RELATIVE_PATH
+
+    def refresh_chart(self, scene, nodes: tuple) -> tuple:
+        """Update the loss table and chart from the log; (table, chart), created on the first call with data."""
+        return update_loss_nodes(scene, self.loss_columns(), *nodes)
+
+
+def start_training(dataset: str | Path, output: str | Path, organ: str, label_value: int, views: list[str],
+                   preset: str, module_dir: str | Path, python: str | None = None) -> TrainingProcess:
+    """Check the panel's choices (ValueError with the message to show) and start the trainer process, with the
+    module's folder on its PYTHONPATH (the core ships there)."""
+    import os
+
+    if str(dataset) in ("", ".") or not Path(dataset).is_dir():
+        raise ValueError("Choose the dataset folder first.")
+    if str(output) in ("", "."):
+        raise ValueError("Choose an output folder first.")
+    command = train_command(dataset, output, organ, label_value, views, preset, python=python)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(module_dir), os.environ.get("PYTHONPATH", "")]))
+    return TrainingProcess(command, output, env).start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import types
 import typing
+import unittest
 from pathlib import Path
 
 from PySide6 import QtWidgets
@@ -81,10 +82,16 @@ class ScriptedLoadableModuleWidget:
     def cleanup(self) -> None:
         pass
 
+    def onReload(self) -> None:  # noqa: N802
+        """Slicer re-imports the module file here (slicer.util.reloadScriptedModule); the harness records it."""
+        self.reloaded = getattr(self, "reloaded", 0) + 1
 
-class ScriptedLoadableModuleTest:
+
+class ScriptedLoadableModuleTest(unittest.TestCase):
+    """Slicer's test base is a unittest.TestCase with ``delayDisplay``."""
+
     def delayDisplay(self, message: str, msec: int = 0) -> None:  # noqa: N802
-        pass
+        self.displayed = [*getattr(self, "displayed", []), message]
 
 
 # ---------------------------------------------------------------------------------------------- parameterNodeWrapper

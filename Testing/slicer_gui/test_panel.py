@@ -11,6 +11,7 @@ import logging
 import shutil
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,7 +33,17 @@ def _ct(context, name="CT", size=(40, 36, 20), seed=3):
 
 
 def _click(qtbot, proxy) -> None:
-    qtbot.mouseClick(unwrap(proxy), QtCore.Qt.MouseButton.LeftButton)
+    """Click a button as a user does: first open the collapsed sections it sits in."""
+    from PySide6 import QtWidgets
+
+    widget = unwrap(proxy)
+    parent = widget.parentWidget()
+    while parent is not None:
+        if type(parent).__name__ == "ctkCollapsibleButton" and parent.collapsed:
+            parent.collapsed = False
+        parent = parent.parentWidget()
+    QtWidgets.QApplication.processEvents()
+    qtbot.mouseClick(widget, QtCore.Qt.MouseButton.LeftButton)
 
 
 def _nodes(scene) -> set[str]:
@@ -44,7 +55,7 @@ def _segment(panel, qtbot, volume, rounds: int = 2, wait: bool = True) -> None:
     panel.ui.maxRoundsSpinBox.value = rounds
     _click(qtbot, panel.ui.segmentButton)
     if wait:
-        qtbot.waitUntil(lambda: panel._run is None, timeout=120_000)
+        qtbot.waitUntil(lambda: not panel.runs.running, timeout=120_000)
 
 
 def _composite(scene, attribute: str) -> set[str]:
@@ -81,7 +92,7 @@ def test_the_model_label_is_rich_text_with_the_warning_in_bold(panel, models_roo
     meta = json.loads(meta_path.read_text())
     meta["warning"] = "Trained on 2 patients: research only."
     meta_path.write_text(json.dumps(meta))
-    panel.refreshModels()
+    panel.models.refresh()
     label = unwrap(panel.ui.modelInfoLabel)
     assert QtGui.Qt.mightBeRichText(label.text()) and "\n" not in label.text()
     assert "<b>Trained on 2 patients: research only.</b>" in label.text()
@@ -104,7 +115,7 @@ def test_segment_shows_every_round_as_it_arrives(panel, scene, qtbot, always_on)
     assert seg.GetSegmentation().GetNumberOfSegments() == 1 and "15776009" in seg.GetSegmentation().GetNthSegment(0).GetTerminology()
     assert np.array_equal(sitk_array(volume), before)  # the input is never modified
     assert panel.ui.segmentButton.enabled and not panel.ui.cancelButton.enabled
-    assert panel.logic.round_summary(panel._rounds[-1], panel._session.tables["pancreas"]).startswith(
+    assert panel.logic.round_summary(panel._rounds[-1], panel.runs.session.tables["pancreas"]).startswith(
         f"Round {len(names) - 1} (fine)")
 
 
@@ -153,7 +164,7 @@ def test_cancel_leaves_nothing_in_the_scene(panel, scene, qtbot, always_on):
     _segment(panel, qtbot, volume, rounds=10, wait=False)
     assert panel.ui.cancelButton.enabled and not panel.ui.segmentButton.enabled
     _click(qtbot, panel.ui.cancelButton)
-    qtbot.waitUntil(lambda: panel._run is None, timeout=120_000)
+    qtbot.waitUntil(lambda: not panel.runs.running, timeout=120_000)
     assert panel.ui.statusLabel.text == "Cancelled: nothing was added to the scene."
     assert _nodes(scene.scene) - before <= {panel.logic.organ_color_table().GetID()} or _nodes(scene.scene) == before
     assert panel._result is None and panel.ui.segmentButton.enabled
@@ -197,7 +208,7 @@ def test_the_out_of_memory_fallback_offers_the_cpu_and_runs_again(panel, scene, 
     panel.ui.deviceComboBox.currentIndex = unwrap(panel.ui.deviceComboBox).findText("Auto")
     volume = _ct(scene)
     _segment(panel, qtbot, volume)
-    qtbot.waitUntil(lambda: panel._run is None and panel._result is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: not panel.runs.running and panel._result is not None, timeout=120_000)
     assert asked == ["Switch the device to CPU and try again?"]
     assert calls == ["auto", "cpu"] and panel.ui.deviceComboBox.currentText == "CPU"
     assert panel._result.segmentation is not None
@@ -207,10 +218,10 @@ def test_scene_close_stops_the_run_and_resets_the_panel(panel, scene, qtbot, alw
     volume = _ct(scene, size=(96, 96, 48))
     _segment(panel, qtbot, volume, rounds=10, wait=False)
     scene.scene.Clear(False)  # File > Close scene: the parameter node (a singleton) is reset, not replaced
-    qtbot.waitUntil(lambda: panel._run is None, timeout=120_000)
+    qtbot.waitUntil(lambda: not panel.runs.running, timeout=120_000)
     assert panel._parameterNode is not None and panel._parameterNode.inputVolume is None
     assert panel._parameterNode.maxRounds == 10 and panel.ui.maxRoundsSpinBox.value == 10  # defaults again
-    assert not panel.ui.segmentButton.enabled and panel._session is None or panel._session.closed
+    assert not panel.ui.segmentButton.enabled and panel.runs.session is None or panel.runs.session.closed
 
 
 # ---------------------------------------------------------------------------------------------- exports
@@ -291,12 +302,12 @@ def test_only_a_synthetic_model_gives_a_clear_message(panel, models_root, scene,
 def test_dependencies_are_reported_and_installed_through_pytorchutils(panel, qtbot, monkeypatch, caplog):
     import types
 
-    import PancreasRSTN
+    from PancreasRSTNSlicerLib import dependencies
 
     assert panel.ui.dependenciesLabel.text.startswith("All dependencies present (torch ")
     monkeypatch.delitem(sys.modules, "PyTorchUtils", raising=False)
-    monkeypatch.setattr(PancreasRSTN, "missing_packages", lambda: ["torch"])
-    panel.refreshDependencies()
+    monkeypatch.setattr(dependencies, "missing_packages", lambda: ["torch"])
+    panel.models.refresh_dependencies()
     assert panel.ui.dependenciesLabel.text == "Missing: torch. Click Install (needs network)."
     with caplog.at_level(logging.ERROR):
         _click(qtbot, panel.ui.installDependenciesButton)  # no PyTorch extension: a plain message
@@ -313,7 +324,7 @@ def test_dependencies_are_reported_and_installed_through_pytorchutils(panel, qtb
 
     monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=TorchLogic))
     _click(qtbot, panel.ui.installDependenciesButton)
-    assert requests == [{"askConfirmation": True, "torchVersionRequirement": f">={PancreasRSTN.MIN_TORCH_VERSION}"}]
+    assert requests == [{"askConfirmation": True, "torchVersionRequirement": f">={dependencies.MIN_TORCH_VERSION}"}]
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -358,7 +369,7 @@ def test_training_runs_in_a_separate_process_and_installs_the_model(panel, qtbot
     assert panel.ui.trainProgressBar.value == 1000
     installed = [p.name for p in models_root.iterdir() if (p / "model.json").is_file()]
     assert "run" in installed and panel.ui.modelsTableWidget.rowCount == 2
-    table, chart = panel._train_nodes
+    table, chart = panel.training.nodes
     assert table is not None and chart is not None and table.GetNumberOfRows() >= 1
 
 
@@ -397,3 +408,107 @@ def test_a_slot_that_raises_fails_the_test(panel, qtbot):
     with qtbot.captureExceptions() as exceptions:
         _click(qtbot, panel.ui.refreshModelsButton)
     assert len(exceptions) == 1 and "a broken slot" in str(exceptions[0][1])
+
+
+# ---------------------------------------------------------------------------------------------- the rest of the module
+def test_the_module_describes_itself(module):
+    from slicer_standins import _ModuleParent
+
+    parent = _ModuleParent()
+    module.PancreasRSTN(parent)
+    assert parent.title == "PancreasRSTN" and parent.categories == ["Segmentation"]
+    assert "not a medical device" in parent.helpText and "CVPR 2018" in parent.acknowledgementText
+
+
+def test_reload_also_reimports_the_library_folders(panel):
+    packages = ("PancreasRSTNLib", "PancreasRSTNSlicerLib", "PancreasRSTNPanel")
+    saved = {n: m for n, m in sys.modules.items() if n.split(".")[0] in packages}
+    try:
+        panel.onReload()
+        assert not [n for n in sys.modules if n.split(".")[0] in packages]
+        assert panel.reloaded == 1
+    finally:
+        sys.modules.update(saved)
+
+
+def test_leaving_and_entering_the_module_unbinds_and_rebinds_the_gui(panel, scene):
+    volume = _ct(scene)
+    panel.exit()
+    panel.ui.maxRoundsSpinBox.value = 7  # not bound while the module is not shown
+    parameters = panel.logic.getParameterNode()
+    assert parameters.maxRounds == 10
+    parameters.inputVolume = None
+    panel.enter()  # bound again, and the first CT of the scene becomes the input
+    assert panel._parameterNode.inputVolume.GetID() == volume.GetID()
+    panel.ui.maxRoundsSpinBox.value = 7
+    assert panel._parameterNode.maxRounds == 7
+
+
+def test_an_export_that_cannot_be_written_is_reported(panel, scene, qtbot, always_on, caplog):
+    volume = _ct(scene)
+    _segment(panel, qtbot, volume, rounds=1)
+    FileDialogAnswers.answer("/sys/fs/no_permission/result.seg.nrrd")  # a folder nobody can create
+    with caplog.at_level(logging.ERROR):
+        _click(qtbot, panel.ui.exportNrrdButton)
+    assert panel.ui.statusLabel.text == "Failed." and any(r.levelno >= logging.ERROR for r in caplog.records)
+
+
+def test_installing_something_that_is_not_a_model_is_reported(panel, qtbot, tmp_path, caplog):
+    (tmp_path / "not_a_model").mkdir()
+    FileDialogAnswers.answer(str(tmp_path / "not_a_model"))
+    with caplog.at_level(logging.ERROR):
+        _click(qtbot, panel.ui.installFolderButton)
+    assert any("No model.json found" in r.getMessage() for r in caplog.records)
+    assert panel.ui.modelsTableWidget.rowCount == 1
+
+
+def test_importing_a_reference_checkpoint_that_holds_code_is_refused(panel, qtbot, tmp_path, caplog):
+    """The reference's .pkl files are read with torch.load(weights_only=True): a pickle with code is refused."""
+    import pickle
+
+    class Code:
+        def __reduce__(self):
+            return (print, ("this would run",))
+
+    bad = tmp_path / "FD0:Z3_1.pkl"
+    bad.write_bytes(pickle.dumps({"coarse_model.conv1_1.weight": Code()}))
+    FileDialogAnswers.answer("", "", str(bad))  # Cancel for X and Y, the file for Z
+    with caplog.at_level(logging.ERROR):
+        _click(qtbot, panel.ui.importReferenceButton)
+    assert [kind for kind, _ in FileDialogAnswers.asked] == ["open", "open", "open"]
+    assert any("weights_only" in r.getMessage() for r in caplog.records)
+    assert panel.ui.modelsTableWidget.rowCount == 1
+
+
+def test_the_training_organ_is_kept_in_the_parameter_node(panel):
+    panel.ui.trainOrganComboBox.currentIndex = unwrap(panel.ui.trainOrganComboBox).findData("spleen")
+    assert panel._parameterNode.trainOrgan == "spleen"
+
+
+def test_the_self_test_of_bad_inputs_runs_here(module, scene, models_root):
+    case = module.PancreasRSTNTest("test_bad_inputs_leave_scene_unchanged")
+    case.setUp()
+    case.test_bad_inputs_leave_scene_unchanged()
+    assert case.displayed == ["Bad inputs OK"]
+
+
+def test_a_screenshot_of_the_panel_after_a_run(panel, scene, qtbot, always_on, tmp_path):
+    """widget.grab() of the real panel; PANCREAS_RSTN_SCREENSHOT=path keeps it (the catalogue screenshot)."""
+    import os
+
+    from PySide6 import QtWidgets
+
+    volume = _ct(scene)
+    _segment(panel, qtbot, volume, rounds=2)
+    host = unwrap(panel.parent)
+    host.resize(520, 1100)
+    for button in unwrap(panel.parent).findChildren(QtWidgets.QWidget):
+        if type(button).__name__ == "ctkCollapsibleButton" and button.objectName() in (
+                "modelsCollapsibleButton", "trainingCollapsibleButton", "dependenciesCollapsibleButton"):
+            button.collapsed = True
+    QtWidgets.QApplication.processEvents()
+    image = host.grab().toImage()
+    target = Path(os.environ.get("PANCREAS_RSTN_SCREENSHOT") or tmp_path / "panel.png")
+    assert image.save(str(target))
+    colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
+    assert image.width() >= 400 and len(colours) > 20  # a drawn panel, not a blank rectangle

@@ -8,25 +8,47 @@ scene: nodes added, removed or renamed appear, disappear or change in the list.
 from __future__ import annotations
 
 import shiboken6
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Property, Signal
 
 
 class ctkCollapsibleButton(QtWidgets.QWidget):  # noqa: N801 - the CTK class name the .ui names
-    """A titled section whose contents hide when collapsed."""
+    """A titled section (a header with an arrow and the text) whose contents hide when collapsed."""
 
     contentsCollapsed = Signal(bool)  # noqa: N815 - CTK's signal name
+    HEADER = 24
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._text = ""
         self._collapsed = False
+        self.setContentsMargins(0, self.HEADER, 0, 0)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
+        painter = QtGui.QPainter(self)
+        header = QtCore.QRect(0, 0, self.width() - 1, self.HEADER - 2)
+        painter.fillRect(header, self.palette().button())
+        painter.setPen(self.palette().mid().color())
+        painter.drawRect(header)
+        painter.setPen(self.palette().buttonText().color())
+        arrow = "\u25b8" if self._collapsed else "\u25be"
+        painter.drawText(header.adjusted(8, 0, 0, 0), QtCore.Qt.AlignmentFlag.AlignVCenter, f"{arrow}  {self._text}")
+        painter.end()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - clicking the header folds the section
+        if event.position().y() < self.HEADER:
+            self._set_collapsed(not self._collapsed)
+
+    def sizeHint(self) -> QtCore.QSize:  # noqa: N802
+        hint = super().sizeHint()
+        return QtCore.QSize(hint.width(), self.HEADER + 4) if self._collapsed else hint
 
     def _get_text(self) -> str:
         return self._text
 
     def _set_text(self, value: str) -> None:
         self._text = value
+        self.update()
 
     def _get_collapsed(self) -> bool:
         return self._collapsed
@@ -37,6 +59,8 @@ class ctkCollapsibleButton(QtWidgets.QWidget):  # noqa: N801 - the CTK class nam
         self._collapsed = value
         for child in self.findChildren(QtWidgets.QWidget, options=QtCore.Qt.FindChildOption.FindDirectChildrenOnly):
             child.setVisible(not value)
+        self.setMaximumHeight(self.HEADER + 4 if value else 16777215)
+        self.update()
         if changed:
             self.contentsCollapsed.emit(value)
 

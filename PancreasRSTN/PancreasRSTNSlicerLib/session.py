@@ -1,0 +1,368 @@
+"""One segmentation run in the scene: the nodes of every round (labelmap, saliency volumes, table row, sequence
+item), the final segmentation (organs arbitrated by probability, SNOMED CT terminology), and, on a failure or
+cancel, the removal of everything the run made. Everything sits in one subject-hierarchy folder under the input's
+study. MRML only (no Qt): tested with slicer-core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from PancreasRSTNLib.background_run import Job
+from PancreasRSTNLib.errors import RSTNError
+from PancreasRSTNLib.organs import get_organ
+
+from .mrml_geometry import place_like, update_volume_node_from_image
+from .scene import SceneContext
+from .scene_nodes import (
+    EN_DASH,
+    INPUT_ATTRIBUTE,
+    ROLE_ATTRIBUTE,
+    RUN_ATTRIBUTE,
+    next_run_number,
+    organ_color_table,
+    organ_label_value,
+    remove_browser,
+    remove_folder,
+    remove_node,
+    remove_previous_runs,
+    terminology_entry,
+    viridis_color_node,
+)
+
+
+def round_mask_image(result, label_value: int = 1) -> sitk.Image:
+    """The round's mask on the input grid, ``label_value`` inside and 0 outside, as UInt8
+    (segmentation.GridRound method, or a 0/1 image attribute)."""
+    mask = result.mask_image
+    if callable(mask):
+        return mask(label_value)
+    return sitk.Cast(mask > 0, sitk.sitkUInt8) * label_value
+
+
+def round_probability_image(result) -> sitk.Image:
+    probability = result.probability_image
+    return probability() if callable(probability) else probability
+
+
+def round_saliency_images(result) -> dict[str, list[sitk.Image]]:
+    """view -> the three channel images, each on its sub-region of the input grid."""
+    saliency = getattr(result, "saliency_images", None)
+    if saliency is None:
+        return {}
+    if callable(saliency):
+        return {view: saliency(view) for view in sorted(result.saliency)}
+    return dict(saliency)
+
+
+@dataclass
+class RoundNodes:
+    organ: str
+    index: int
+    stage: str
+    labelmap: Any
+    saliency: dict[str, list[Any]] = field(default_factory=dict)  # view -> 3 scalar volume nodes
+
+
+@dataclass
+class RunResult:
+    """What a finished run left in the scene."""
+
+    folder_item: int
+    segmentation: Any
+    tables: dict[str, Any]
+    chart: Any
+    rounds: dict[str, list[RoundNodes]]
+    sequences: dict[str, Any]
+    converged: dict[str, bool]
+
+
+class RunSession:
+    """One run on one input volume: created by ``PancreasRSTNLogic.begin_run`` after all checks passed."""
+
+    def __init__(self, context: SceneContext, input_node, image: sitk.Image, options, jobs: list[Job]) -> None:
+        self.context = context
+        self.scene = context.scene
+        self.input_node = input_node
+        self.image = image
+        self.options = options
+        self.jobs = jobs
+        self.config = options.inference_config()
+        self.created: list[str] = []  # node IDs, removed on abort
+        self.rounds: dict[str, list[RoundNodes]] = {}
+        self.tables: dict[str, Any] = {}
+        self.sequences: dict[str, Any] = {}
+        self.browsers: dict[str, Any] = {}
+        # organ -> its newest round; the probability is read from it only at the end, and only to arbitrate
+        # between several organs (converting it every round cost ~0.9 s per round at 512x512x240)
+        self.final: dict[str, Any] = {}
+        self.converged: dict[str, bool] = {}
+        self.chart = None
+        self.closed = False
+        sh = context.sh_node
+        self.run_number = next_run_number(sh, input_node)
+        parent = sh.GetItemParent(sh.GetItemByDataNode(input_node)) if sh.GetItemByDataNode(input_node) else 0
+        if not parent:
+            parent = sh.GetSceneItemID()
+        names = "+".join(get_organ(j.organ).display_name for j in jobs)
+        self.folder_item = sh.CreateFolderItem(parent, f"PancreasRSTN {names} {EN_DASH} {input_node.GetName()} {EN_DASH} run {self.run_number}")
+        sh.SetItemAttribute(self.folder_item, RUN_ATTRIBUTE, str(self.run_number))
+        sh.SetItemAttribute(self.folder_item, INPUT_ATTRIBUTE, input_node.GetID())
+        self.saliency_folder = 0
+
+    # ---------------------------------------------------------------- node helpers
+    def _shared(self, make) -> object:
+        """A node shared across runs (colour tables); removed on abort only if this run created it."""
+        node, created = make(self.scene)
+        if created:
+            self.created.append(node.GetID())
+        return node
+
+    def _add(self, class_name: str, name: str, parent_item: int | None = None, role: str = ""):
+        node = self.scene.AddNewNodeByClass(class_name, name)
+        self.created.append(node.GetID())
+        if role:
+            node.SetAttribute(ROLE_ATTRIBUTE, role)
+        sh = self.context.sh_node
+        item = sh.GetItemByDataNode(node)
+        target = parent_item or self.folder_item
+        if item:
+            sh.SetItemParent(item, target)
+        else:
+            sh.CreateItem(target, node)
+        return node
+
+    def _volume(self, class_name: str, name: str, image: sitk.Image, dtype, parent_item: int | None = None, role: str = ""):
+        node = self._add(class_name, name, parent_item, role)
+        update_volume_node_from_image(node, image, dtype)
+        place_like(node, self.input_node)
+        node.CreateDefaultDisplayNodes()
+        for i in range(node.GetNumberOfDisplayNodes()):
+            self.created.append(node.GetNthDisplayNode(i).GetID())
+        return node
+
+    def _ensure_chart(self):
+        if self.chart is None:
+            self.chart = self._add("vtkMRMLPlotChartNode", f"PancreasRSTN {EN_DASH} DSC vs round {EN_DASH} run {self.run_number}", role="chart")
+            self.chart.SetTitle("Inter-round DSC")
+            self.chart.SetXAxisTitle("round")
+            self.chart.SetYAxisTitle("DSC to previous round")
+        return self.chart
+
+    def _table(self, organ: str):
+        if organ in self.tables:
+            return self.tables[organ]
+        import vtk
+
+        display = get_organ(organ).display_name
+        table = self._add("vtkMRMLTableNode", f"{display} {EN_DASH} rounds", role="table")
+        for name, cls in (("round", vtk.vtkIntArray), ("stage", vtk.vtkStringArray), ("dsc_to_previous", vtk.vtkDoubleArray),
+                          ("voxels", vtk.vtkIntArray), ("volume_ml", vtk.vtkDoubleArray), ("seconds", vtk.vtkDoubleArray),
+                          ("device", vtk.vtkStringArray), ("converged", vtk.vtkIntArray)):
+            column = cls()
+            column.SetName(name)
+            table.AddColumn(column)
+        series = self._add("vtkMRMLPlotSeriesNode", f"{display} {EN_DASH} DSC", role="series")
+        series.SetAndObserveTableNodeID(table.GetID())
+        series.SetXColumnName("round")
+        series.SetYColumnName("dsc_to_previous")
+        series.SetPlotType(series.PlotTypeScatter)
+        series.SetMarkerStyle(series.MarkerStyleCircle)
+        series.SetColor(*get_organ(organ).color)
+        self._ensure_chart().AddAndObservePlotSeriesNodeID(series.GetID())
+        self.tables[organ] = table
+        return table
+
+    def _sequence(self, organ: str):
+        if organ in self.sequences:
+            return self.sequences[organ]
+        display = get_organ(organ).display_name
+        seq = self._add("vtkMRMLSequenceNode", f"{display} {EN_DASH} rounds sequence", role="sequence")
+        seq.SetIndexName("round")
+        seq.SetIndexUnit("")
+        seq.SetIndexType(seq.NumericIndex)
+        browser = self._add("vtkMRMLSequenceBrowserNode", f"{display} {EN_DASH} rounds browser", role="browser")
+        browser.SetAndObserveMasterSequenceNodeID(seq.GetID())
+        self.sequences[organ] = seq
+        self.browsers[organ] = browser
+        return seq
+
+    # ---------------------------------------------------------------- rounds
+    def add_round(self, organ: str, result) -> RoundNodes:
+        """Turn one round of one organ into nodes (mask, saliency, table row, sequence item)."""
+        if self.closed:
+            raise RSTNError("This run is finished; start a new one.")
+        o = get_organ(organ)
+        index = int(result.index)
+        label = organ_label_value(organ)
+        mask_image = round_mask_image(result, label)
+        labelmap = self._volume("vtkMRMLLabelMapVolumeNode", f"{o.display_name} {EN_DASH} round {index}", mask_image, np.uint8,
+                                role="round")
+        labelmap.GetDisplayNode().SetAndObserveColorNodeID(self._shared(organ_color_table).GetID())
+        labelmap.SetAttribute("PancreasRSTN.Round", str(index))
+        labelmap.SetAttribute("PancreasRSTN.Organ", organ)
+        nodes = RoundNodes(organ, index, str(result.stage), labelmap)
+
+        saliency_images = round_saliency_images(result)
+        if saliency_images:
+            if not self.saliency_folder:
+                sh = self.context.sh_node
+                self.saliency_folder = sh.CreateFolderItem(self.folder_item, "Saliency maps")
+            colors = self._shared(viridis_color_node)
+            for view, channels in saliency_images.items():
+                nodes.saliency[view] = []
+                for c, image in enumerate(channels):
+                    node = self._volume("vtkMRMLScalarVolumeNode",
+                                        f"{o.display_name} {EN_DASH} round {index} {EN_DASH} saliency {view} ch{c}",
+                                        image, np.float32, self.saliency_folder, role="saliency")
+                    display = node.GetDisplayNode()
+                    display.SetAndObserveColorNodeID(colors.GetID())
+                    array = sitk.GetArrayViewFromImage(image)
+                    lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
+                    display.AutoWindowLevelOff()
+                    display.SetWindowLevelMinMax(lo, hi if hi > lo else lo + 1.0)
+                    node.SetAttribute("PancreasRSTN.Round", str(index))
+                    node.SetAttribute("PancreasRSTN.View", view)
+                    node.SetAttribute("PancreasRSTN.Channel", str(c))
+                    nodes.saliency[view].append(node)
+
+        voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask_image)))
+        spacing = self.image.GetSpacing()
+        table = self._table(organ)
+        dsc = result.dsc_to_previous
+        seconds = float(sum((getattr(result, "seconds", None) or {}).values()))
+        row = table.AddEmptyRow()
+        values = {"round": index, "stage": str(result.stage), "dsc_to_previous": float("nan") if dsc is None else float(dsc),
+                  "voxels": voxels, "volume_ml": voxels * float(np.prod(spacing)) / 1000.0, "seconds": seconds,
+                  "device": str(getattr(result, "device", "")), "converged": int(bool(getattr(result, "converged", False)))}
+        vtable = table.GetTable()
+        for name, value in values.items():
+            column = vtable.GetColumnByName(name)
+            if isinstance(value, str):
+                column.SetValue(row, value)
+            else:
+                column.SetTuple1(row, value)
+        vtable.Modified()
+        table.Modified()
+
+        self._sequence(organ).SetDataNodeAtValue(labelmap, str(index))
+        self.rounds.setdefault(organ, []).append(nodes)
+        self.final[organ] = result
+        self.converged[organ] = bool(getattr(result, "converged", False))
+        if self.options.keep_only_final and len(self.rounds[organ]) > 1:
+            self._drop_round_nodes(self.rounds[organ][-2])  # show only the newest round while running
+        return nodes
+
+    def _final_mask_and_probability(self, organ: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(mask, probability) of an organ's newest round on the input grid, as [k, j, i] arrays; the probability
+        only when several organs must be arbitrated."""
+        result = self.final[organ]
+        mask = sitk.GetArrayFromImage(round_mask_image(result)) > 0
+        if len(self.final) == 1:
+            return mask, None
+        # GetArrayFromImage copies: a view of the temporary image would dangle
+        return mask, sitk.GetArrayFromImage(round_probability_image(result)).astype(np.float32, copy=False)
+
+    def _drop_round_nodes(self, nodes: RoundNodes) -> None:
+        for node in [nodes.labelmap] + [n for ns in nodes.saliency.values() for n in ns]:
+            remove_node(self.scene, node)
+        nodes.labelmap = None
+        nodes.saliency = {}
+
+    # ---------------------------------------------------------------- end
+    def finish(self) -> RunResult:
+        """Arbitrate organs, build the segmentation node, and tidy up as the options ask."""
+        if not self.final:
+            raise RSTNError("The run produced no rounds, so there is nothing to show.")
+        label_array = arbitrate({o: self._final_mask_and_probability(o) for o in self.final})
+        seg = self._add("vtkMRMLSegmentationNode", f"{' + '.join(get_organ(o).display_name for o in self.final)} "
+                        f"{EN_DASH} RSTN {EN_DASH} run {self.run_number}", role="segmentation")
+        seg.CreateDefaultDisplayNodes()
+        for i in range(seg.GetNumberOfDisplayNodes()):
+            self.created.append(seg.GetNthDisplayNode(i).GetID())
+        seg.SetReferenceImageGeometryParameterFromVolumeNode(self.input_node)
+        place_like(seg, self.input_node)
+        fill_segmentation(self.scene, seg, label_array, self.image, list(self.final), self.input_node)
+        if self.options.keep_only_final:
+            for organ_rounds in self.rounds.values():
+                for nodes in organ_rounds:
+                    self._drop_round_nodes(nodes)
+            for organ in list(self.sequences):
+                remove_browser(self.scene, self.browsers.pop(organ))
+                remove_node(self.scene, self.sequences.pop(organ))
+            if self.saliency_folder:
+                remove_folder(self.scene, self.context.sh_node, self.saliency_folder)
+                self.saliency_folder = 0
+        if self.options.replace_previous:
+            remove_previous_runs(self.scene, self.context.sh_node, self.input_node, keep_folder=self.folder_item)
+        self.closed = True
+        self.created = []
+        return RunResult(self.folder_item, seg, dict(self.tables), self.chart, self.rounds, dict(self.sequences),
+                         dict(self.converged))
+
+    def abort(self) -> None:
+        """Remove everything this run created (cancel, error): the scene is left as it was."""
+        if self.closed:
+            return
+        for browser in self.browsers.values():
+            remove_browser(self.scene, browser)
+        for node_id in reversed(self.created):
+            node = self.scene.GetNodeByID(node_id)
+            if node is not None:
+                remove_node(self.scene, node)
+        sh = self.context.sh_node
+        if self.folder_item and sh.GetItemDataNode(self.folder_item) is None and sh.GetItemName(self.folder_item):
+            remove_folder(self.scene, sh, self.folder_item)
+        self.created = []
+        self.closed = True
+
+
+def arbitrate(finals: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
+    """One label array from per-organ (mask, probability): a voxel claimed by several organs goes to the
+    organ with the highest probability there (paper, section 5)."""
+    organs = list(finals)
+    if len(organs) == 1:  # nothing to arbitrate
+        return finals[organs[0]][0].astype(np.uint8) * np.uint8(organ_label_value(organs[0]))
+    masks = np.stack([finals[o][0] for o in organs])
+    probs = np.stack([np.where(finals[o][0], finals[o][1], -np.inf) for o in organs])
+    winner = np.argmax(probs, axis=0)
+    labels = np.array([organ_label_value(o) for o in organs], dtype=np.uint8)
+    return np.where(masks.any(axis=0), labels[winner], 0).astype(np.uint8)
+
+def fill_segmentation(scene, seg, label_array: np.ndarray, reference: sitk.Image, organs: list[str],
+                  input_node) -> None:
+    """Import a label array (on the input grid) into ``seg``: one segment per organ, with SNOMED CT
+    terminology and the standard colour, even when an organ ended up empty."""
+    import slicer
+
+    image = sitk.GetImageFromArray(label_array)
+    image.CopyInformation(reference)
+    temp = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "PancreasRSTN temporary labelmap")
+    try:
+        update_volume_node_from_image(temp, image, np.uint8)
+        place_like(temp, input_node)
+        segmentation = seg.GetSegmentation()
+        for organ in organs:
+            o = get_organ(organ)
+            value = organ_label_value(organ)
+            single = sitk.Cast(image == value, sitk.sitkUInt8)
+            update_volume_node_from_image(temp, single, np.uint8)
+            before = set(segmentation.GetSegmentIDs())
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(temp, seg):
+                raise RSTNError(f"Could not import the {o.display_name} mask into the segmentation.")
+            new_ids = [s for s in segmentation.GetSegmentIDs() if s not in before]
+            if new_ids:
+                segment_id = new_ids[0]
+            else:  # empty mask: keep a named, empty segment so the user sees the organ was not found
+                segment_id = segmentation.AddEmptySegment(o.name)
+            segment = segmentation.GetSegment(segment_id)
+            segment.SetName(o.display_name)
+            segment.SetColor(*o.color)
+            segment.SetTerminology(terminology_entry(organ))
+            segment.SetTag("PancreasRSTN.Organ", organ)
+    finally:
+        remove_node(scene, temp)
