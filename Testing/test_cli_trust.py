@@ -202,7 +202,8 @@ def test_piped_commands_print_lines_not_bar_frames(tmp_path):
     quiet = subprocess.run([*run, "train", "--data", str(data), "-o", str(tmp_path / "q"), "--views", "Z",
                             "--backbone", "light", "--widths", "4,8", "--steps", "S:2", "--checkpoint-every", "0",
                             "--quiet"], capture_output=True, text=True, cwd=ROOT)
-    assert quiet.returncode == 0 and quiet.stderr.strip() == ""
+    # --quiet silences progress; warnings (e.g. no tensorboard installed: CSV logs only) still reach the user
+    assert quiet.returncode == 0 and [line for line in quiet.stderr.splitlines() if not line.startswith("WARNING:")] == []
 
 
 def test_a_bar_on_a_terminal_and_nothing_when_quiet(capsys):

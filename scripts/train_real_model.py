@@ -56,8 +56,8 @@ from PancreasRSTNLib.trainer import TrainCase, TrainConfig, train  # noqa: E402
 
 MODEL_NAME = "pancreas-nih-light-1.5mm"
 SPACING = (1.5, 1.5, 1.5)  # canonical rows, cols, slices (mm)
-HU_WINDOW = (0.0, 250.0)  # inside the JPEGs' display window (about -1 to 257 HU): both sources agree
-WIDTHS = (8, 16, 32, 64, 128)
+HU_WINDOW = (-100.0, 240.0)  # the reference's; the JPEGs' clipped floor is mapped to fat (--jpeg-floor-hu)
+WIDTHS = (8, 16, 32, 64, 128)  # default; --widths
 CITATION = ("Roth HR, Farag A, Turkbey EB, Lu L, Liu J, Summers RM. Data From Pancreas-CT. The Cancer Imaging "
             "Archive, 2016. https://doi.org/10.7937/K9/TCIA.2016.tNB1kqBU (CC BY 4.0)")
 VOLUMES = ("PANCREAS_0001", "PANCREAS_0002")
@@ -104,7 +104,7 @@ def log(message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- data
-def load_data(data: Path, work: Path) -> dict:
+def load_data(data: Path, work: Path, args: argparse.Namespace) -> dict:
     """NIH volumes at the model spacing (training) and native (testing), the JPEG slices and their window."""
     dataset = open_dataset(data / "nih_pancreas_ct", organ="pancreas")
     train_cache = build_cache(dataset, work / "cache_1.5mm", spacing=SPACING)
@@ -113,12 +113,12 @@ def load_data(data: Path, work: Path) -> dict:
     slices = read_jpeg_slices(data / "nih_pancreas_jpg")
     fit = fit_window_from_volumes(slices, {n: np.asarray(c.image) for n, c in native.items()})
     window = fit["window"]
-    check_window_inside(window, *HU_WINDOW)
+    check_window_inside(window, *args.hu_window, floor_hu=args.jpeg_floor_hu)
     log(f"JPEG display window {window.low:.1f} .. {window.high:.1f} HU, residual {window.rms_grey:.2f} grey levels "
         f"(min correlation {window.correlation:.4f}) from {len(fit['slices'])} slices of cases 0001/0002")
     jpeg_cases = []
     for s in slices:
-        image, label = slice_sample(s, window, SPACING)
+        image, label = slice_sample(s, window, SPACING, floor_hu=args.jpeg_floor_hu)
         jpeg_cases.append((s.case, TrainCase(f"jpeg_{s.name}", image, label, views=("Z",))))
     log(f"{len(jpeg_cases)} JPEG slices of {len({c for c, _ in jpeg_cases})} patients; NIH volumes "
         + ", ".join(f"{c.name} {c.image.shape} at {tuple(round(v, 3) for v in c.spacing)} mm"
@@ -137,10 +137,12 @@ def training_cases(data: dict, spec: dict) -> list[TrainCase]:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     steps = [int(v) for v in args.steps.split(",")]
     return TrainConfig(
-        views=tuple(args.views), backbone="light", backbone_kwargs={"widths": WIDTHS, "norm": "instance"},
+        views=tuple(args.views), backbone="light",
+        backbone_kwargs={"widths": tuple(int(w) for w in args.widths.split(",")), "norm": "instance"},
         schedule=(("S", steps[0]), ("I", steps[1]), ("J", steps[2])), j_decay_every=max(1, steps[2] // 2),
-        optimizer="adamw", lr=args.lr, coarse_lr_ratio=1.0, negative_fraction=0.25, seed=args.seed,
-        checkpoint_every=500, log_every=50, hu_window=HU_WINDOW, augment=AugmentConfig(), spacing=SPACING,
+        optimizer="adamw", lr=args.lr, coarse_lr_ratio=1.0, negative_fraction=args.negative_fraction, seed=args.seed,
+        checkpoint_every=500, log_every=50, hu_window=tuple(args.hu_window),
+        augment=AugmentConfig(unenhanced_probability=args.unenhanced), spacing=SPACING,
         bn_recalibration=False,
     )
 
@@ -247,7 +249,17 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "real_ct", help="working folder (resumable)")
     parser.add_argument("--steps", default="300,900,1800", help="steps per view of stages S, I, J")
     parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--views", default="XYZ")
+    parser.add_argument("--views", default="Z", help="views to train (XYZ: the X and Y networks, trained on one or "
+                        "two volumes, did not transfer to a new patient in the cross-validation)")
+    parser.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="light U-Net widths")
+    parser.add_argument("--hu-window", type=lambda t: tuple(float(v) for v in t.split(",")), default=HU_WINDOW,
+                        help="HU window low,high (write --hu-window=-100,240)")
+    parser.add_argument("--jpeg-floor-hu", type=float, default=-100.0,
+                        help="HU given to the JPEG slices' clipped floor (grey <= 8); 'none' keeps the window's low")
+    parser.add_argument("--unenhanced", type=float, default=0.3,
+                        help="probability of the unenhanced-scan augmentation (a -27 to -80 HU shift)")
+    parser.add_argument("--negative-fraction", type=float, default=0.25,
+                        help="organ-free slices of the volumes per organ slice of the volumes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="comma-separated experiment names (default: all)")
     parser.add_argument("--no-ablation", action="store_true", help="skip the runs without the JPEG slices")
@@ -262,13 +274,14 @@ def main() -> int:
     results_path = args.work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     started = time.perf_counter()
-    data = load_data(args.data, args.work)
+    data = load_data(args.data, args.work, args)
     window = data["window"]
     results["jpeg_window"] = {"pooled": window["window"].to_dict(),
                               "per_slice": {k: v.to_dict() for k, v in window["slices"].items()},
                               "assumed_pixel_spacing_mm": ASSUMED_PIXEL_SPACING_MM}
     cfg = train_config(args)
-    results["recipe"] = {"spacing": SPACING, "hu_window": HU_WINDOW, "train_config": cfg.to_dict()}
+    results["recipe"] = {"spacing": SPACING, "hu_window": list(args.hu_window), "jpeg_floor_hu": args.jpeg_floor_hu,
+                         "train_config": cfg.to_dict()}
     wanted = set(args.only.split(",")) if args.only else None
     for name, spec in experiments(not args.no_ablation).items():
         if wanted is not None and name not in wanted:

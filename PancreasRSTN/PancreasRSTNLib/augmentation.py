@@ -28,6 +28,10 @@ class AugmentConfig:
     shift_hu: float = 25.0  # intensity shift in [-shift_hu, shift_hu] HU
     contrast: float = 0.12  # intensity scale in [1 - contrast, 1 + contrast] around 100 HU (soft tissue)
     noise_hu: float = 20.0  # Gaussian noise with a standard deviation drawn in [0, noise_hu] HU
+    #: with this probability, as if unenhanced: every voxel lowered by a draw in [unenhanced_hu / 3, unenhanced_hu]
+    #: HU (enhanced soft tissue and vessels drop toward unenhanced values; fat and air stay below the window)
+    unenhanced_probability: float = 0.0
+    unenhanced_hu: float = 80.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
@@ -59,6 +63,8 @@ def augment_triplet(image: torch.Tensor, label: torch.Tensor, rng: np.random.Gen
     contrast = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)
     sigma = rng.uniform(0.0, cfg.noise_hu)
     noise_seed = int(rng.integers(0, 2**31 - 1))
+    if cfg.unenhanced_probability > 0 and rng.random() < cfg.unenhanced_probability:
+        shift -= rng.uniform(cfg.unenhanced_hu / 3.0, cfg.unenhanced_hu)
 
     if spatial and (zoom != 1.0 or angle != 0.0):
         fill = (FILL_HU - hu_offset) / hu_per_unit

@@ -29,6 +29,9 @@ NAME_PATTERN = re.compile(r"^(?P<case>.+)-1(?P<slice>\d{3})\.jpe?g$", re.IGNOREC
 ASSUMED_PIXEL_SPACING_MM = 0.82
 #: Grey levels used to fit the window: clear of the clipped ends and of the JPEG noise around them.
 FIT_GREY_RANGE = (20, 235)
+#: Grey levels at the bottom of the display window that are JPEG noise over clipped tissue (fat, air) rather
+#: than water: measured 0-7 over pixels below -10 HU in cases 0001/0002.
+FLOOR_GREY = 8
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,14 @@ class WindowFit:
     correlation: float
     pixels: int
 
-    def to_hu(self, grey: np.ndarray) -> np.ndarray:
-        """HU inside the window; values at or below ``low`` (grey 0) are unknown and come out as ``low``."""
-        return (self.low + grey.astype(np.float32) * np.float32((self.high - self.low) / 255.0)).astype(np.float32)
+    def to_hu(self, grey: np.ndarray, floor_hu: float | None = None) -> np.ndarray:
+        """HU inside the window. Values at or below ``low`` are unknown: they come out as ``low``, or, with
+        ``floor_hu``, every grey level up to FLOOR_GREY (the clipped end plus JPEG noise) becomes ``floor_hu``
+        (e.g. -100 HU: in the abdomen most of it is fat)."""
+        hu = (self.low + grey.astype(np.float32) * np.float32((self.high - self.low) / 255.0)).astype(np.float32)
+        if floor_hu is not None:
+            hu[grey <= FLOOR_GREY] = np.float32(floor_hu)
+        return hu
 
     def to_dict(self) -> dict:
         return {"low": round(self.low, 2), "high": round(self.high, 2), "rms_grey": round(self.rms_grey, 2),
@@ -151,10 +159,12 @@ def fit_window_from_volumes(slices: Sequence[JpegSlice], volumes: Mapping[str, n
 
 
 def slice_sample(s: JpegSlice, window: WindowFit, model_spacing: Sequence[float],
-                 pixel_spacing: float = ASSUMED_PIXEL_SPACING_MM) -> tuple[np.ndarray, np.ndarray]:
+                 pixel_spacing: float = ASSUMED_PIXEL_SPACING_MM, floor_hu: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """The slice as a one-slice canonical volume at the model's in-plane spacing: (HU int16, mask uint8), both
-    (rows, cols, 1); the image linearly resampled, the mask resampled as a fraction and thresholded at 0.5."""
-    hu = np.rint(window.to_hu(s.grey)).astype(np.int16)[:, :, None]
+    (rows, cols, 1); the image linearly resampled, the mask resampled as a fraction and thresholded at 0.5.
+    ``floor_hu``: see ``WindowFit.to_hu``."""
+    hu = np.rint(window.to_hu(s.grey, floor_hu)).astype(np.int16)[:, :, None]
     resampling = Resampling.between(hu.shape, (pixel_spacing, pixel_spacing, float(model_spacing[2])),
                                      model_spacing)
     image = resampling.to_model(hu, default=window.low, dtype=np.int16)
@@ -162,10 +172,12 @@ def slice_sample(s: JpegSlice, window: WindowFit, model_spacing: Sequence[float]
     return image, mask
 
 
-def check_window_inside(display: WindowFit, model_low: float, model_high: float, tolerance_hu: float = 2.0) -> None:
+def check_window_inside(display: WindowFit, model_low: float, model_high: float, tolerance_hu: float = 2.0,
+                        floor_hu: float | None = None) -> None:
     """The slices carry no information below ``display.low``: a model whose HU window starts lower would see
-    fat and air at the wrong intensity in them."""
-    if model_low < display.low - tolerance_hu:
+    fat and air at the wrong intensity in them, unless the clipped floor is mapped to a chosen value
+    (``floor_hu``, e.g. fat)."""
+    if floor_hu is None and model_low < display.low - tolerance_hu:
         raise DatasetError(
             f"The model's HU window starts at {model_low:g} HU, below the JPEG slices' display window "
             f"({display.low:.1f} to {display.high:.1f} HU), where fat and air both read 0. Train with an HU window "
