@@ -36,14 +36,22 @@ def test_soft_dsc_and_jaccard_losses():
 @pytest.mark.parametrize("loss", [soft_dsc_loss, jaccard_loss])
 def test_an_empty_target_pulls_the_prediction_to_zero(loss):
     """With the reference's eps = 1e-6 an organ-free target gave loss 1 and no gradient for any prediction; it
-    now gives sum(p) / (sum(p) + 1): 0 for silence, and a gradient toward it."""
-    empty = torch.zeros(1, 3, 8, 8)
-    assert loss(torch.zeros(1, 3, 8, 8), empty).item() == pytest.approx(0.0)
-    p = torch.full((1, 3, 8, 8), 0.05, requires_grad=True)
+    now gives sum(p) / (sum(p) + k), k = 1 % of the pixels: 0 for silence, and a gradient toward it that does not
+    vanish for a large false positive."""
+    empty = torch.zeros(1, 3, 64, 64)
+    k = 0.01 * 3 * 64 * 64
+    assert loss(torch.zeros(1, 3, 64, 64), empty).item() == pytest.approx(0.0)
+    p = torch.full((1, 3, 64, 64), 0.05, requires_grad=True)
     value = loss(p, empty)
-    assert value.item() == pytest.approx(9.6 / 10.6, rel=1e-5)
+    assert value.item() == pytest.approx(614.4 / (614.4 + k), rel=1e-5)
     value.backward()
-    assert p.grad is not None and (p.grad > 1e-4).all()
+    assert p.grad is not None and (p.grad > 1e-5).all()
+    large = torch.zeros(1, 3, 64, 64)
+    large[..., :20, :20] = 0.9  # a large false positive keeps a useful gradient (it saturated with k = 1)
+    large.requires_grad_(True)
+    loss(large, empty).backward()
+    saturated = 1.0 / (float(large.sum()) + 1.0) ** 2  # the gradient of sum(p) / (sum(p) + 1)
+    assert large.grad.max() > 50 * saturated
     # a sample with organ voxels keeps the reference's formula exactly
     y = torch.zeros(1, 3, 8, 8)
     y[..., 2:4, 2:4] = 1

@@ -2,8 +2,9 @@
 
 The soft DSC loss is the reference's; the Jaccard (IoU) loss is the one of Cai et al. (seed papers 003/004).
 On a sample whose target is empty (an organ-free slice, which the reference never trains on) both are 1 for any
-prediction above 1e-6 and give no gradient; there they become ``sum(p) / (sum(p) + 1)`` (smoothing 1), which
-pulls the prediction to 0 (``--negative-fraction``).
+prediction above 1e-6 and give no gradient; there they become ``sum(p) / (sum(p) + k)`` with ``k`` 1 % of the
+sample's pixels (about an organ's area), which pulls the prediction to 0 with a gradient of the same order as the
+soft DSC's on an organ slice, whatever the size of the false positive (``--negative-fraction``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import torch
 from .errors import RSTNError
 
 EPS = 1e-6
+#: Smoothing of the empty-target loss, as a share of the sample's pixels.
+EMPTY_SMOOTHING = 0.01
 
 
-def _empty_target_loss(p_sum: torch.Tensor, y_sum: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-    """Per sample: ``loss`` where the target has organ voxels, ``sum(p) / (sum(p) + 1)`` where it has none."""
-    return torch.where(y_sum > 0, loss, p_sum / (p_sum + 1.0))
+def _empty_target_loss(p_sum: torch.Tensor, y_sum: torch.Tensor, loss: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Per sample: ``loss`` where the target has organ voxels, ``sum(p) / (sum(p) + k)`` where it has none."""
+    k = max(1.0, EMPTY_SMOOTHING * pixels)
+    return torch.where(y_sum > 0, loss, p_sum / (p_sum + k))
 
 
 def soft_dsc_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -28,7 +32,7 @@ def soft_dsc_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     y = target.flatten(1).float()
     inter = (p * y).sum(1)
     p_sum, y_sum = p.sum(1), y.sum(1)
-    return _empty_target_loss(p_sum, y_sum, 1.0 - (2.0 * inter + EPS) / (p_sum + y_sum + EPS)).mean()
+    return _empty_target_loss(p_sum, y_sum, 1.0 - (2.0 * inter + EPS) / (p_sum + y_sum + EPS), p.shape[1]).mean()
 
 
 def jaccard_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -37,7 +41,7 @@ def jaccard_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     y = target.flatten(1).float()
     inter = (p * y).sum(1)
     p_sum, y_sum = p.sum(1), y.sum(1)
-    return _empty_target_loss(p_sum, y_sum, 1.0 - (inter + EPS) / (p_sum + y_sum - inter + EPS)).mean()
+    return _empty_target_loss(p_sum, y_sum, 1.0 - (inter + EPS) / (p_sum + y_sum - inter + EPS), p.shape[1]).mean()
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"dsc": soft_dsc_loss, "jaccard": jaccard_loss}
