@@ -83,3 +83,19 @@ def test_instance_norm_light_unet_uses_each_slice_own_statistics():
     assert torch.allclose(together[:1], alone, atol=1e-5)
     with pytest.raises(ValueError, match="Unknown norm"):
         build_backbone("light", norm="group")
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_the_light_unet_trains_on_a_crop_a_few_pixels_wide(norm):
+    """A fine crop around a tiny prediction (random margin 0) can be 3 px wide: its deepest level must still hold
+    more than one element per channel, or normalisation refuses to train."""
+    import torch
+
+    from PancreasRSTNLib.light_unet import LightUNet
+
+    net = LightUNet(widths=(4, 8, 16, 32, 64), norm=norm).train()
+    out = net(torch.rand(1, 3, 3, 5))
+    assert out.shape == (1, 3, 3, 5)
+    out.sum().backward()
+    small, large = net(torch.rand(1, 3, 17, 40)), net(torch.rand(1, 3, 64, 64))
+    assert small.shape == (1, 3, 17, 40) and large.shape == (1, 3, 64, 64)

@@ -137,7 +137,7 @@ def training_cases(data: dict, spec: dict) -> list[TrainCase]:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     steps = [int(v) for v in args.steps.split(",")]
     return TrainConfig(
-        views=tuple(args.views), backbone="light",
+        views=tuple(args.views), backbone="light", T=args.T,
         backbone_kwargs={"widths": tuple(int(w) for w in args.widths.split(",")), "norm": "instance"},
         schedule=(("S", steps[0]), ("I", steps[1]), ("J", steps[2])), j_decay_every=max(1, steps[2] // 2),
         optimizer="adamw", lr=args.lr, coarse_lr_ratio=1.0, negative_fraction=args.negative_fraction, seed=args.seed,
@@ -258,7 +258,8 @@ def main() -> int:
                         help="HU given to the JPEG slices' clipped floor (grey <= 8); 'none' keeps the window's low")
     parser.add_argument("--unenhanced", type=float, default=0.3,
                         help="probability of the unenhanced-scan augmentation (a -27 to -80 HU shift)")
-    parser.add_argument("--negative-fraction", type=float, default=0.25,
+    parser.add_argument("--T", type=int, default=3, help="unrolled fine iterations in the joint loss (paper: 1..5)")
+    parser.add_argument("--negative-fraction", type=float, default=1.0,
                         help="organ-free slices of the volumes per organ slice of the volumes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="comma-separated experiment names (default: all)")

@@ -1,7 +1,7 @@
 """A light U-Net backbone (about 1.9 M parameters, ~3 % of FCN-8s' FLOPs per slice) for CPUs and small GPUs.
 
 Same contract as FCN-8s: 3 slice channels in, 3 logit channels out, same spatial size for any input size.
-Inputs are padded (replicate) up to a multiple of 16 and the output is cropped back.
+Inputs are padded (replicate) up to a multiple of 2^(levels-1), at least twice that, and the output is cropped back.
 """
 
 from __future__ import annotations
@@ -63,7 +63,10 @@ class LightUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.multiple, (-w) % self.multiple
+        # a multiple of 2^(levels-1), and at least twice that: the deepest level is then at least 2x2, which
+        # normalisation needs in training (a crop around a tiny prediction can be a few pixels wide)
+        pad_h = max((-h) % self.multiple, 2 * self.multiple - h)
+        pad_w = max((-w) % self.multiple, 2 * self.multiple - w)
         if pad_h or pad_w:
             mode = "replicate" if min(h, w) > 1 else "constant"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
