@@ -54,3 +54,26 @@ def rotation(axis: int, degrees: float) -> np.ndarray:
     r = np.eye(3)
     r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
     return r
+
+
+def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str = "1.2.826.0.1.3680043.2.1125.1.1",
+                       prefix: str = "IM") -> Path:
+    """``image`` as a DICOM CT series (one file per slice, our series UID kept), HU = stored value."""
+    folder.mkdir(parents=True, exist_ok=True)
+    direction = image.GetDirection()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()  # keep our series UID, so the slices form one series
+    for k in range(image.GetSize()[2]):
+        sl = image[:, :, k]
+        origin = image.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in (("0008|0060", "CT"), ("0020|000e", series_uid),
+                           ("0020|000d", "1.2.826.0.1.3680043.2.1125.1.2"),
+                           ("0008|0018", f"{series_uid}.{k + 1}"), ("0020|0013", str(k + 1)),
+                           ("0020|0032", "\\".join(f"{v:.4f}" for v in origin)),
+                           ("0020|0037", "\\".join(f"{v:.6f}" for v in direction[0:7:3] + direction[1:8:3])),
+                           ("0028|0030", f"{image.GetSpacing()[1]:.5f}\\{image.GetSpacing()[0]:.5f}"),
+                           ("0018|0050", f"{image.GetSpacing()[2]:.5f}"), ("0028|1052", "0"), ("0028|1053", "1")):
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{prefix}{k:04d}.dcm"))
+        writer.Execute(sl)
+    return folder

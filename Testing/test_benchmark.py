@@ -42,3 +42,14 @@ def test_benchmark_command_measures_every_part(tmp_path, capsys) -> None:
 
     printed = capsys.readouterr().out
     assert "engine end to end" in printed and "speed-up" in printed and "training fcn8s 32x32" in printed
+
+
+def test_benchmark_cohort_reports_cases_per_hour_with_and_without_prefetch(tmp_path, capsys) -> None:
+    report_path = tmp_path / "cohort.json"
+    rc = main(["benchmark", "--cohort", "2", "--shape", "64x64x24", "--repeats", "1", "--max-iter", "1",
+               "--device", "cpu", "--json", str(report_path)])
+    assert rc == 0
+    report = json.loads(report_path.read_text())
+    assert set(report["cases_per_hour"]) == {"on", "off"} and all(v > 0 for v in report["cases_per_hour"].values())
+    assert report["cases"] == 2 and report["model"] == "PancreasRSTN-demo-phantom-light"
+    assert "cases/hour with prefetch" in capsys.readouterr().out

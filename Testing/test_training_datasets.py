@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from helpers import write_dicom_series
 from PancreasRSTNLib.data_cache import build_cache
 from PancreasRSTNLib.datasets import open_dataset
 from PancreasRSTNLib.errors import DatasetError
@@ -24,25 +25,6 @@ def _write_pair(img_path, lab_path, seed, multi=False):
     sitk.WriteImage(image, str(img_path))
     sitk.WriteImage(label, str(lab_path))
     return image, label
-
-
-def _write_dicom_series(image: sitk.Image, folder):
-    folder.mkdir(parents=True)
-    direction = image.GetDirection()
-    for k in range(image.GetSize()[2]):
-        sl = image[:, :, k]
-        origin = image.TransformIndexToPhysicalPoint((0, 0, k))
-        for tag, value in (("0008|0060", "CT"), ("0020|000e", "1.2.826.0.1.3680043.2.1125.1.1"),
-                           ("0020|000d", "1.2.826.0.1.3680043.2.1125.1.2"), ("0008|0018", f"1.2.826.0.1.3680043.2.1125.2.{k + 1}"),
-                           ("0020|0013", str(k + 1)), ("0020|0032", "\\".join(f"{v:.4f}" for v in origin)),
-                           ("0020|0037", "\\".join(f"{v:.6f}" for v in direction[0:7:3] + direction[1:8:3])),
-                           ("0028|0030", f"{image.GetSpacing()[1]:.5f}\\{image.GetSpacing()[0]:.5f}"),
-                           ("0018|0050", f"{image.GetSpacing()[2]:.5f}"), ("0028|1052", "0"), ("0028|1053", "1")):
-            sl.SetMetaData(tag, value)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()  # keep our series UID, so the slices form one series
-        writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
-        writer.Execute(sl)
 
 
 def test_pairs_layout_and_cache_round_trip(tmp_path):
@@ -81,7 +63,7 @@ def test_msd_layout_organ_by_name_or_value(tmp_path):
 def test_nih_layout_dicom_plus_label(tmp_path):
     root = tmp_path / "NIH"
     image, label = make_phantom(SIZE, seed=4)
-    _write_dicom_series(image, root / "Pancreas-CT" / "PANCREAS_0001" / "study" / "series")
+    write_dicom_series(image, root / "Pancreas-CT" / "PANCREAS_0001" / "study" / "series")
     (root / "labels").mkdir(parents=True)
     sitk.WriteImage(label, str(root / "labels" / "label0001.nii.gz"))
     ds = open_dataset(root)

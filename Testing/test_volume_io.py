@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from helpers import ct_image
+from helpers import ct_image, write_dicom_series
 from PancreasRSTNLib.errors import InputImageError, OutputExistsError
-from PancreasRSTNLib.volume_io import read_image, validate_ct, write_image
+from PancreasRSTNLib.volume_io import dicom_series, read_image, validate_ct, write_image
 
 
 @pytest.mark.parametrize("ext", [".nii.gz", ".nrrd", ".mha"])
@@ -22,28 +22,21 @@ def test_formats_round_trip(tmp_path, ext):
 
 def test_dicom_series_folder(tmp_path):
     img = ct_image(shape_xyz=(16, 16, 5))
-    folder = tmp_path / "dicom"
-    folder.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    series_uid = "1.2.826.0.1.3680043.2.1125.1.12345"
-    for k in range(img.GetDepth()):
-        sl = img[:, :, k]
-        for tag, value in {
-            "0020|000e": series_uid,
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0008|0060": "CT",
-            "0028|1052": "0",
-            "0028|1053": "1",
-        }.items():
-            sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(sl)
-    back = read_image(folder)
+    back = read_image(write_dicom_series(img, tmp_path / "dicom", prefix="slice"))
     assert back.GetSize() == img.GetSize()
     assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(img))
+    assert np.allclose(back.GetSpacing(), img.GetSpacing(), atol=1e-4)
+
+
+def test_folder_with_two_series_reads_the_one_with_most_slices(tmp_path):
+    """The documented rule: most files, then the smallest series UID."""
+    folder = tmp_path / "mixed"
+    write_dicom_series(ct_image(shape_xyz=(16, 16, 4), seed=1), folder, series_uid="1.2.3.9", prefix="a")
+    write_dicom_series(ct_image(shape_xyz=(16, 16, 6), seed=2), folder, series_uid="1.2.3.10", prefix="b")
+    assert [(uid, len(files)) for uid, files in dicom_series(folder)] == [("1.2.3.10", 6), ("1.2.3.9", 4)]
+    assert read_image(folder).GetSize() == (16, 16, 6)
+    write_dicom_series(ct_image(shape_xyz=(16, 16, 6), seed=3), folder, series_uid="1.2.3.11", prefix="c")
+    assert dicom_series(folder)[0][0] == "1.2.3.10"  # a tie: the smallest UID (compared as text)
 
 
 def test_unreadable_and_missing(tmp_path):

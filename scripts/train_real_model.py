@@ -254,7 +254,7 @@ def main() -> int:
     parser.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="light U-Net widths")
     parser.add_argument("--hu-window", type=lambda t: tuple(float(v) for v in t.split(",")), default=HU_WINDOW,
                         help="HU window low,high (write --hu-window=-100,240)")
-    parser.add_argument("--jpeg-floor-hu", type=float, default=-100.0,
+    parser.add_argument("--jpeg-floor-hu", type=lambda t: None if t.lower() == "none" else float(t), default=-100.0,
                         help="HU given to the JPEG slices' clipped floor (grey <= 8); 'none' keeps the window's low")
     parser.add_argument("--unenhanced", type=float, default=0.3,
                         help="probability of the unenhanced-scan augmentation (a -27 to -80 HU shift)")

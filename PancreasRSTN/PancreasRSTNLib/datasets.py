@@ -1,6 +1,9 @@
-"""Training / evaluation datasets in three layouts, with the organ chosen by label value or by name.
+"""Training / evaluation datasets in four layouts, with the organ chosen by label value or by name.
 
 Layouts (detected in this order):
+  * ``nnunet``: nnU-Net v2 raw: ``dataset.json`` with ``channel_names``, ``labels`` (name -> value) and
+    ``file_ending``, ``imagesTr/<case>_0000<ending>``, ``labelsTr/<case><ending>``, and ``imagesTs/`` (no labels:
+    inference only). One CT channel only;
   * ``msd``: Medical Segmentation Decathlon: ``dataset.json`` + ``imagesTr/`` + ``labelsTr/``;
   * ``nih``: NIH Pancreas-CT: DICOM series folders (``PANCREAS_0001/...``) plus label NIfTI files
     (``label0001.nii.gz``), matched by their 4-digit case number;
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +53,7 @@ class Dataset:
     cases: list[CaseRef]
     label_values: tuple[int, ...]
     organ: str
+    test_images: list[tuple[str, Path]] = field(default_factory=list)  # (case, image) without labels (imagesTs/)
 
     @property
     def label_value(self) -> int:
@@ -108,42 +112,66 @@ def check_same_grid(name: str, image: sitk.Image, label: sitk.Image, tol: float 
                            "Resample the label onto the image (nearest neighbour) or fix its header, or remove the case.")
 
 
-def _label_values_from_names(labels: dict, organ: str) -> tuple[int, ...]:
-    """MSD 'labels' {"0": "background", "1": "pancreas", ...} -> values whose name is the organ."""
+def _label_values_by_name(labels: dict, organ: str) -> tuple[int, ...]:
+    """The label values named like the organ, from an MSD ``{"1": "pancreas"}`` or an nnU-Net v2
+    ``{"pancreas": 1}`` (or ``{"pancreas": [1, 2]}``) mapping."""
     key = organ.strip().lower().replace(" ", "_")
-    found = tuple(int(v) for v, n in labels.items() if str(n).strip().lower().replace(" ", "_") == key)
+
+    def norm(name) -> str:
+        return str(name).strip().lower().replace(" ", "_")
+
+    if labels and all(str(k).isdigit() for k in labels):  # MSD: value -> name
+        found = tuple(int(v) for v, name in labels.items() if norm(name) == key)
+    else:  # nnU-Net v2: name -> value(s)
+        found = tuple(int(v) for name, hit in labels.items() if norm(name) == key
+                      for v in (hit if isinstance(hit, list) else [hit]))
     if not found:
-        raise DatasetError(f"dataset.json names no label '{organ}' (labels: {labels}). Pass --label-value, or "
-                           "--organ with one of those names.")
+        raise DatasetError(f"dataset.json names no label '{organ}' (labels: {labels}). Pass --organ with one of "
+                           "those names, or --label-value.")
     return found
 
 
-def _msd(root: Path, organ: str, label_values: tuple[int, ...] | None) -> Dataset:
-    try:
-        meta = json.loads((root / "dataset.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{root / 'dataset.json'} cannot be read as JSON ({exc}).") from exc
+def _msd(root: Path, meta: dict, organ: str, label_values: tuple[int, ...] | None) -> Dataset:
     cases = []
     for entry in meta.get("training", []):
         image = (root / entry["image"]).resolve()
         label = (root / entry["label"]).resolve()
         name = _strip_suffix(Path(entry["image"]).name)
-        if not image.exists() and (root / "imagesTr" / f"{name}_0000.nii.gz").exists():  # nnU-Net naming
+        if not image.exists() and (root / "imagesTr" / f"{name}_0000.nii.gz").exists():  # nnU-Net v1 naming
             image = root / "imagesTr" / f"{name}_0000.nii.gz"
         cases.append(CaseRef(name, image, label))
     if label_values is None:
         labels = meta.get("labels", {})
-        if isinstance(labels, dict) and labels and all(str(k).isdigit() for k in labels):
-            label_values = _label_values_from_names(labels, organ)
-        elif isinstance(labels, dict) and labels:  # nnU-Net v2 style {"pancreas": 1}
-            key = organ.lower()
-            hits = [v for n, v in labels.items() if n.lower() == key]
-            if not hits:
-                raise DatasetError(f"dataset.json names no label '{organ}' (labels: {labels}); pass --label-value.")
-            label_values = tuple(int(v) for h in hits for v in (h if isinstance(h, list) else [h]))
-        else:
-            label_values = (get_organ(organ).default_label,)
+        label_values = _label_values_by_name(labels, organ) if isinstance(labels, dict) and labels else \
+            (get_organ(organ).default_label,)
     return Dataset(root, "msd", cases, label_values, organ)
+
+
+def _nnunet(root: Path, meta: dict, organ: str, label_values: tuple[int, ...] | None) -> Dataset:
+    """nnU-Net v2 raw dataset: one CT channel (``_0000``), labels by name, ``imagesTs/`` for inference."""
+    channels = meta.get("channel_names") or meta.get("modality") or {}
+    if len(channels) != 1:
+        raise DatasetError(
+            f"{root} is an nnU-Net dataset with {len(channels)} channels ({', '.join(map(str, channels.values()))}); "
+            "RSTN reads one CT channel. Use a dataset whose channel_names is {\"0\": \"CT\"}, or make one from the CT "
+            "channel's files (<case>_0000)."
+        )
+    ending = str(meta.get("file_ending", ".nii.gz"))
+    if label_values is None:
+        label_values = _label_values_by_name(meta.get("labels") or {}, organ)
+    cases = []
+    images, labels_dir = root / "imagesTr", root / "labelsTr"
+    for label in sorted(labels_dir.glob(f"*{ending}")) if labels_dir.is_dir() else []:
+        case = label.name[: -len(ending)]
+        image = images / f"{case}_0000{ending}"
+        if not image.is_file():
+            raise DatasetError(f"Case {case}: {label.name} has no image {image.name} in {images}. Add it or remove "
+                               "the label.")
+        cases.append(CaseRef(case, image, label))
+    test = []
+    for image in sorted((root / "imagesTs").glob(f"*_0000{ending}")) if (root / "imagesTs").is_dir() else []:
+        test.append((image.name[: -len(f"_0000{ending}")], image))
+    return Dataset(root, "nnunet", cases, label_values, organ, test_images=test)
 
 
 def _nih(root: Path, organ: str, label_values: tuple[int, ...] | None) -> Dataset:
@@ -172,11 +200,7 @@ def _pairs(root: Path, organ: str, label_values: tuple[int, ...] | None) -> Data
     img_dir = next((root / d for d in ("images", "imagesTr") if (root / d).is_dir()), None)
     lab_dir = next((root / d for d in ("labels", "labelsTr") if (root / d).is_dir()), None)
     if img_dir is None or lab_dir is None:
-        raise DatasetError(
-            f"{root} is not a dataset folder this tool knows: use images/ + labels/ folders with matching file "
-            "names, the MSD layout (dataset.json, imagesTr/, labelsTr/), or NIH Pancreas-CT (DICOM folders plus "
-            "label NIfTI files)."
-        )
+        raise DatasetError(f"{root} is not a dataset folder this tool knows. {LAYOUTS_HELP}")
     labels = {_strip_suffix(p.name): p for p in lab_dir.iterdir() if _is_image(p)}
     cases = []
     for p in sorted(img_dir.iterdir()):
@@ -191,20 +215,42 @@ def _pairs(root: Path, organ: str, label_values: tuple[int, ...] | None) -> Data
     return Dataset(root, "pairs", cases, label_values or (get_organ(organ).default_label,), organ)
 
 
+LAYOUTS_HELP = (
+    "The layouts read: nnU-Net v2 (dataset.json with channel_names, labels and file_ending; imagesTr/<case>_0000"
+    "<ending>, labelsTr/<case><ending>, imagesTs/); Medical Segmentation Decathlon (dataset.json with a 'training' "
+    "list; imagesTr/, labelsTr/); NIH Pancreas-CT (DICOM series folders PANCREAS_<nnnn> and label<nnnn>.nii.gz); "
+    "image/label pairs (images/ and labels/ with matching file names, .nii.gz, .nii, .nrrd or .mha)."
+)
+
+
+def _read_dataset_json(root: Path) -> dict:
+    try:
+        meta = json.loads((root / "dataset.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{root / 'dataset.json'} cannot be read as JSON ({exc}).") from exc
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{root / 'dataset.json'} is not a JSON object. {LAYOUTS_HELP}")
+    return meta
+
+
 def open_dataset(path: str | Path, organ: str = "pancreas", label_value: int | tuple[int, ...] | None = None) -> Dataset:
     """Detect the layout of ``path`` and list its cases (nothing is read yet)."""
     root = Path(path)
     if not root.is_dir():
         raise DatasetError(f"Dataset folder not found: {root}.")
     values = None if label_value is None else tuple(np.atleast_1d(label_value).astype(int).tolist())
-    if (root / "dataset.json").is_file():
-        ds = _msd(root, organ, values)
+    meta = _read_dataset_json(root) if (root / "dataset.json").is_file() else None
+    if meta is not None and "file_ending" in meta and ("channel_names" in meta or "modality" in meta) \
+            and "training" not in meta:
+        ds = _nnunet(root, meta, organ, values)
+    elif meta is not None:
+        ds = _msd(root, meta, organ, values)
     elif any(True for _ in root.rglob("label*.nii*")) and any(True for _ in root.rglob("*.dcm")):
         ds = _nih(root, organ, values)
     else:
         ds = _pairs(root, organ, values)
-    if not ds.cases:
-        raise DatasetError(f"No cases found in {root} ({ds.layout} layout).")
+    if not ds.cases and not ds.test_images:
+        raise DatasetError(f"No cases found in {root} (read as the {ds.layout} layout). {LAYOUTS_HELP}")
     return ds
 
 

@@ -25,11 +25,12 @@ import torch
 from .inference import InferenceConfig
 from .intensity import DEFAULT_WINDOW, HUWindow
 from .metrics import dice, segmentation_metrics
+from .outputs import VOLUME_SUFFIXES
 from .segmentation import GridMapping, GridRound, run_on_grid
 
 log = logging.getLogger(__name__)
 THRESHOLDS = (0.90, 0.95, 0.98, 0.99)
-METRICS = ("dsc", "jaccard", "precision", "recall", "volume_error", "hd95")
+METRICS = ("dsc", "jaccard", "precision", "recall", "volume_error", "hd95", "assd")
 
 
 @dataclass
@@ -224,7 +225,8 @@ def evaluate(models: dict, cases: Sequence[EvalCase] | Callable[[], Sequence[Eva
             extra = f", oracle {r.oracle['dsc']:.4f}" if r.oracle else ""
             count = f"[{i + 1}/{n_cases}] " if n_cases else ""
             echo(f"{count}{r.name}: DSC {r.metrics['dsc']:.4f} (coarse {r.coarse_dsc:.4f}){extra}, rounds "
-                 f"{r.rounds_used}, HD95 {r.metrics['hd95']:.1f} mm, {r.seconds:.1f} s")
+                 f"{r.rounds_used}, HD95 {r.metrics['hd95']:.1f} mm, ASSD {r.metrics['assd']:.2f} mm, "
+                 f"{r.seconds:.1f} s")
     if not results:
         from .errors import DatasetError
 
@@ -236,4 +238,77 @@ def evaluate(models: dict, cases: Sequence[EvalCase] | Callable[[], Sequence[Eva
         s = summary["dsc"]
         echo(f"DSC {100 * s['mean']:.2f} +- {100 * s['std']:.2f} % (min {100 * s['min']:.2f}, max {100 * s['max']:.2f}) "
              f"over {s['n']} cases; report in {out}/")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- existing predictions
+def find_prediction(folder: Path, case: str) -> Path | None:
+    """The prediction file of a case: ``<case>`` with a volume extension (the naming rule of ``segment``'s cohort
+    mode), or nnU-Net's ``<case>_0000`` stem."""
+    for stem in (case, f"{case}_0000"):
+        for suffix in VOLUME_SUFFIXES:
+            path = folder / f"{stem}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def evaluate_predictions(dataset, predictions: Path, out: Path, prediction_label: int | None = None,
+                         echo: Callable[[str], None] | None = None, info: dict | None = None) -> dict:
+    """Score the prediction files in ``predictions`` against the dataset's labels, without running a model.
+
+    A prediction must lie on its label's grid; its organ is ``prediction_label`` (default: every non-zero voxel).
+    Missing or unreadable predictions are listed and counted, not scored."""
+    import SimpleITK as sitk
+
+    from .datasets import check_same_grid
+    from .errors import DatasetError
+
+    rows, missing = [], []
+    for case in dataset.cases:
+        path = find_prediction(Path(predictions), case.name)
+        if path is None:
+            missing.append({"case": case.name, "reason": f"no {case.name}.nii.gz (or .nii, .nrrd, .mha) in {predictions}"})
+            continue
+        try:
+            label = sitk.ReadImage(str(case.label))
+            pred_image = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            missing.append({"case": case.name, "reason": f"cannot read {path.name}: {str(exc).strip().splitlines()[-1]}"})
+            continue
+        try:
+            check_same_grid(case.name, label, pred_image)
+        except DatasetError as exc:
+            missing.append({"case": case.name, "reason": str(exc)})
+            continue
+        truth = np.isin(sitk.GetArrayViewFromImage(label), dataset.label_values)
+        values = sitk.GetArrayViewFromImage(pred_image)
+        pred = values == prediction_label if prediction_label is not None else values != 0
+        metrics = segmentation_metrics(pred, truth, spacing=tuple(label.GetSpacing())[::-1])
+        rows.append({"case": case.name, "prediction": path.name, **{k: float(v) for k, v in metrics.items()}})
+        if echo:
+            echo(f"[{len(rows) + len(missing)}/{len(dataset.cases)}] {case.name}: DSC {metrics['dsc']:.4f}, "
+                 f"HD95 {metrics['hd95']:.1f} mm, ASSD {metrics['assd']:.2f} mm")
+    if not rows:
+        raise DatasetError(f"No prediction in {predictions} could be scored ({len(missing)} missing or unreadable; "
+                           "name them <case>.nii.gz, as `segment DIR -o OUT` does).")
+    summary = {m: _stats([r[m] for r in rows]) for m in METRICS}
+    summary["missing"] = len(missing)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"info": dict(info or {}, predictions=str(predictions), scored=len(rows)), "summary": summary,
+              "cases": rows, "missing": missing}
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    with open(out / "cases.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case", "prediction", *METRICS])
+        for r in rows:
+            w.writerow([r["case"], r["prediction"], *[f"{r[m]:.6f}" for m in METRICS]])
+    from .plots import dsc_boxplot
+
+    dsc_boxplot({"predictions": [r["dsc"] for r in rows]}, out / "dsc_boxplot.png",
+                title=f"DSC over {len(rows)} cases")
+    if echo:
+        s = summary["dsc"]
+        echo(f"DSC {100 * s['mean']:.2f} +- {100 * s['std']:.2f} % over {s['n']} cases ({len(missing)} missing); "
+             f"report in {out}/")
     return summary

@@ -49,13 +49,12 @@ def relative_volume_error(pred: np.ndarray, truth: np.ndarray) -> float:
     return (np.count_nonzero(pred) - n_truth) / n_truth
 
 
-def hausdorff95(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> float:
-    """95th percentile of the symmetric surface distance (in the unit of ``spacing``); nan if a mask is empty.
-
-    ``spacing`` follows the array's axis order."""
+def surface_distances(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """Distances from every surface voxel of each mask to the other mask's surface, both ways (in the unit of
+    ``spacing``, which follows the array's axis order); empty when a mask is empty."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     if not pred.any() or not truth.any():
-        return float("nan")
+        return np.zeros(0)
 
     def surface_and_distance(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         img = sitk.GetImageFromArray(mask.astype(np.uint8))
@@ -68,18 +67,32 @@ def hausdorff95(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = 
 
     pred_surface, pred_dist = surface_and_distance(pred)
     truth_surface, truth_dist = surface_and_distance(truth)
-    distances = np.concatenate([truth_dist[pred_surface], pred_dist[truth_surface]])
-    return float(np.percentile(distances, 95))
+    return np.concatenate([truth_dist[pred_surface], pred_dist[truth_surface]])
+
+
+def hausdorff95(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> float:
+    """95th percentile of the symmetric surface distance; nan if a mask is empty."""
+    distances = surface_distances(pred, truth, spacing)
+    return float(np.percentile(distances, 95)) if distances.size else float("nan")
+
+
+def average_surface_distance(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> float:
+    """Average symmetric surface distance (the AVD of Cai et al.): the mean of the surface distances both ways;
+    nan if a mask is empty."""
+    distances = surface_distances(pred, truth, spacing)
+    return float(distances.mean()) if distances.size else float("nan")
 
 
 def segmentation_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, float]:
     """All per-case metrics of the evaluation report."""
     precision, recall = precision_recall(pred, truth)
+    distances = surface_distances(pred, truth, spacing)
     return {
         "dsc": dice(pred, truth, empty=0.0) if np.any(truth) or np.any(pred) else 1.0,
         "jaccard": jaccard(pred, truth),
         "precision": precision,
         "recall": recall,
         "volume_error": relative_volume_error(pred, truth),
-        "hd95": hausdorff95(pred, truth, spacing),
+        "hd95": float(np.percentile(distances, 95)) if distances.size else float("nan"),
+        "assd": float(distances.mean()) if distances.size else float("nan"),
     }

@@ -51,7 +51,7 @@ class OutputPlan:
         if path.exists() and not self.overwrite:
             raise OutputExistsError(f"{what} {path} already exists. Choose another name or pass --overwrite to "
                                     "replace it.")
-        self._writable_folder(path.parent, what)
+        self.writable_folder(path.parent, what)
         self._files[path] = path.parent / f".{path.name}.partial-{self._token}{suffix}"
         return path
 
@@ -63,11 +63,11 @@ class OutputPlan:
         if path.is_dir() and any(path.iterdir()) and not self.overwrite:
             raise OutputExistsError(f"{what} {path} is not empty. Choose an empty or new folder, or pass "
                                     "--overwrite (files of the same names are replaced).")
-        self._writable_folder(path, what)
+        self.writable_folder(path, what)
         self._folders[path] = path.parent / f".{path.name}.partial-{self._token}"
         return path
 
-    def _writable_folder(self, folder: Path, what: str) -> None:
+    def writable_folder(self, folder: Path, what: str) -> None:
         missing = []
         probe = folder
         while not probe.exists():

@@ -79,3 +79,33 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class CohortProgress:
+    """Two bars on a terminal: the cases of the cohort, and the rounds of the case that runs (the engine's
+    fractions). In a pipe, one line per case; nothing when quiet."""
+
+    def __init__(self, mode: Mode, cases: int, rank: int = 0) -> None:
+        self.mode = mode
+        self._cases = Progress(mode, total=cases, desc="cases" if rank == 0 else f"rank {rank} cases", unit="case",
+                               fraction=False)
+        self._case = Progress(mode, desc="case")
+
+    def __enter__(self) -> CohortProgress:
+        self._cases.__enter__()
+        self._case.__enter__()
+        return self
+
+    def case_update(self, fraction: float, stage: str) -> None:
+        self._case.update(fraction, stage)
+
+    def case_done(self) -> None:
+        self._cases.advance()
+        self._case.update(0.0, "next case")
+
+    def line(self, message: str) -> None:
+        self._cases.line(message)
+
+    def __exit__(self, *exc) -> None:
+        self._case.__exit__(*exc)
+        self._cases.__exit__(*exc)

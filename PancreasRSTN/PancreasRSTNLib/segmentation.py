@@ -221,6 +221,17 @@ def segment_canonical(
                        device=device, resample=resample, geometry=geometry, progress=progress, cancel=cancel)
 
 
+def prepare_ct(image: sitk.Image, allow_non_ct: bool = False) -> tuple[np.ndarray, CanonicalGeometry]:
+    """Check that ``image`` is a 3-D CT in HU (before any work) and return it canonical, with its geometry."""
+    if image.GetDimension() != 3:
+        raise InputImageError(
+            f"The image is {image.GetDimension()}-D (size {'x'.join(map(str, image.GetSize()))}). RSTN needs a "
+            "3-D CT volume: load the whole series, not a single slice."
+        )
+    validate_ct(image, allow_non_ct=allow_non_ct)
+    return canonical_hu(image)
+
+
 def segment_image(
     image: sitk.Image,
     package: ModelPackage,
@@ -234,12 +245,6 @@ def segment_image(
     """Validate the CT (at once, before any work) and return the stream of every round of the RSTN run, mapped
     back onto the input grid."""
     check_rstn_package(package)
-    if image.GetDimension() != 3:
-        raise InputImageError(
-            f"The image is {image.GetDimension()}-D (size {'x'.join(map(str, image.GetSize()))}). RSTN needs a "
-            "3-D CT volume: load the whole series, not a single slice."
-        )
-    validate_ct(image, allow_non_ct=allow_non_ct)
-    hu, geometry = canonical_hu(image)
+    hu, geometry = prepare_ct(image, allow_non_ct)
     return segment_canonical(hu, geometry.canonical_spacing, package, config, device=device, progress=progress,
                              cancel=cancel, resample=resample, geometry=geometry)

@@ -33,6 +33,7 @@ from torch import nn
 
 from .augmentation import AugmentConfig, augment_triplet
 from .bn_recalibration import has_batchnorm, recalibrate_view
+from .distributed import DistInfo, init_distributed, pick_device
 from .errors import DatasetError, ModelPackageError, OutputExistsError, RSTNError
 from .intensity import HUWindow
 from .losses import get_loss, joint_weights
@@ -311,42 +312,6 @@ def initial_model(cfg: TrainConfig, view: str) -> RSTN:
         state = state["model"]  # our own training checkpoint
     load_reference_state_dict(model, state, source=str(path))
     return model
-
-
-# ----------------------------------------------------------------------------------------------------------
-# distributed
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> DistInfo:
-    """Join the torchrun process group if WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(device: str, dist_info: DistInfo) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        return torch.device("cuda", dist_info.local_rank)
-    return torch.device(device)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -26,13 +26,21 @@ def read_image(path: str | Path) -> sitk.Image:
         raise InputImageError(f"Cannot read {path}: {first_line}. The file may be corrupt. {SUPPORTED_HINT}") from exc
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
+def dicom_series(folder: str | Path) -> list[tuple[str, list[str]]]:
+    """The DICOM series of a folder as (series instance UID, files), in the order of the choice rule: the series
+    with the most files (slices) first; on a tie, the smallest UID."""
     reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
+    series = [(uid, list(reader.GetGDCMSeriesFileNames(str(folder), uid))) for uid in reader.GetGDCMSeriesIDs(str(folder))]
+    return sorted(series, key=lambda s: (-len(s[1]), s[0]))
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    """The folder's series chosen by ``dicom_series``'s rule (the CT is usually the series with most slices)."""
+    series = dicom_series(folder)
     if not series:
         raise InputImageError(f"No DICOM series found in folder {folder}. {SUPPORTED_HINT}")
-    files = max((reader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len)
-    reader.SetFileNames(files)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(series[0][1])
     return reader.Execute()
 
 

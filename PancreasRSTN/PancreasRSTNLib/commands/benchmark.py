@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--training-steps", type=positive_int, default=5, help="timed training steps per backbone")
     p.add_argument("--no-resample", action="store_true",
                    help="with --model: run at the CT's own spacing instead of the model's (reference behaviour)")
+    p.add_argument("--cohort", type=positive_int, default=None, metavar="N",
+                   help="instead: cases per hour over N phantoms of --shape (the bundled phantom model unless "
+                   "--model), with and without prefetch")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     add_run_options(p)
     p.set_defaults(func=run)
@@ -52,6 +55,8 @@ def _canonical_shape(text: str) -> tuple[int, int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cohort:
+        return _run_cohort(args)
     settings = BenchmarkSettings(
         device=args.device, backbone=args.backbone,
         backbone_kwargs={"widths": tuple(int(w) for w in args.widths.split(","))} if args.widths else {},
@@ -70,4 +75,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0
+
+
+def _run_cohort(args: argparse.Namespace) -> int:
+    from ..cohort_benchmark import cohort_throughput, format_cohort
+
+    report = cohort_throughput(args.cohort, parse_triple(args.shape, int), model=args.model, device=args.device,
+                               max_iter=args.max_iter, repeats=args.repeats,
+                               log=(lambda _m: None) if args.quiet else print)
+    print()
+    print(format_cohort(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0

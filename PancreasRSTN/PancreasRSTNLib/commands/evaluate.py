@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import OutputExistsError
+from ..user_models import resolve_model
 from .options import add_run_options, positive_int
 
 
@@ -17,9 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "DSC at every round, rounds to reach thr 0.90/0.95/0.98/0.99, time; mean +- std, min, max. Writes "
         "evaluation.json, cases.csv, rounds.csv and PNG plots.",
     )
-    p.add_argument("--model", required=True, type=Path, help="model package folder")
+    p.add_argument("--model", default=None, help="a model folder or installed model name (not with --predictions)")
+    p.add_argument("--predictions", type=Path, default=None,
+                   help="score the predictions in this folder (<case>.nii.gz, .nii, .nrrd or .mha) against --data "
+                   "without running a model")
+    p.add_argument("--prediction-label", type=int, default=None,
+                   help="with --predictions: the organ's value in the prediction files (default: any non-zero voxel)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, help="dataset folder (pairs, MSD or NIH layout)")
+    src.add_argument("--data", type=Path, help="dataset folder (nnU-Net v2, MSD, NIH or image/label pairs)")
     src.add_argument("--phantoms", type=int, help="evaluate on this many synthetic phantoms")
     p.add_argument("--phantom-shape", default=None, help="phantom size (default: the model's training size)")
     p.add_argument("--phantom-seed", type=int, default=5000, help="first phantom seed (use seeds unseen in training)")
@@ -79,6 +85,21 @@ def _dataset_cases(args, package, info):
         yield EvalCase(c.name, c.image, c.label > 0, c.spacing)
 
 
+def _score_predictions(args: argparse.Namespace) -> int:
+    from ..datasets import open_dataset
+    from ..errors import RSTNError
+    from ..evaluation import evaluate_predictions
+    from ..progress import Progress, progress_mode
+
+    if args.data is None or args.model is not None:
+        raise RSTNError("--predictions scores a folder against a dataset's labels: give --data, and no --model.")
+    dataset = open_dataset(args.data, organ=args.organ or "pancreas", label_value=args.label_value)
+    with Progress(progress_mode(args.quiet)) as bar:
+        evaluate_predictions(dataset, args.predictions, args.out, prediction_label=args.prediction_label,
+                             echo=bar.line, info={"data": str(Path(args.data).resolve()), "layout": dataset.layout})
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate
     from ..model_package import load_model_package
@@ -86,9 +107,11 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.out / "evaluation.json").exists() and not args.overwrite:
         raise OutputExistsError(f"{args.out} already holds an evaluation; choose another -o or pass --overwrite.")
-    package = load_model_package(args.model)
+    if args.predictions is not None:
+        return _score_predictions(args)
+    package = load_model_package(resolve_model(args.model).path)
     views = tuple(v for v in (args.views or "".join(package.models)).upper() if v in "XYZ")
-    info = {"model": str(args.model.resolve()), "model_name": package.metadata.get("name")}
+    info = {"model": str(package.path), "model_name": package.metadata.get("name")}
     if args.phantoms is not None:
         info["data"] = f"synthetic phantoms, seeds {args.phantom_seed}..{args.phantom_seed + args.phantoms - 1}"
         cases, n_cases = _phantom_cases(args, package), args.phantoms

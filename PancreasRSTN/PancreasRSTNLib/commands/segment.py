@@ -1,4 +1,5 @@
-"""``pancreas-rstn segment INPUT -o OUTPUT [--model NAME|DIR]``: segment one CT, round by round.
+"""``pancreas-rstn segment INPUT -o OUTPUT [--model NAME|DIR]``: segment one CT, round by round; or a cohort
+(INPUT a folder of CTs, a glob, a CSV or a dataset; -o a folder), see ``segment_cohort.py``.
 
 Without ``--model`` the best installed model for ``--organ`` is used (the user's own before the bundled ones,
 never a synthetic one); the run resamples the CT to the model's spacing when they differ (``--no-resample``
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..cohort import is_cohort_input
 from ..errors import EmptyPredictionError
 from ..inference import InferenceConfig
 from ..model_package import load_model_package
@@ -22,14 +24,21 @@ from ..segmentation import GridRound, segment_image
 from ..user_models import resolve_model
 from ..volume_io import read_image, write_image
 from .options import add_run_options, positive_int, torch_threads
+from .segment_cohort import add_cohort_arguments, run_cohort_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("segment", help="segment an organ in a CT volume (file or DICOM folder)",
-                              description="Segment an organ in a CT with a model package; every round is reported.")
-    p.add_argument("input", help="CT volume: NIfTI, NRRD, MHA file or a DICOM series folder")
+    p = subparsers.add_parser(
+        "segment", help="segment an organ in a CT (file or DICOM folder) or in a whole cohort",
+        description="Segment an organ in a CT with a model package; every round is reported.\n\n"
+        "Cohort mode: INPUT is a folder of CTs (files and DICOM series folders), a quoted glob, a CSV with an "
+        "'input' column (and optionally 'name') or an nnU-Net/MSD dataset; -o is a folder that gets "
+        "<case>.nii.gz per case and cohort.csv/cohort.json. Finished cases are skipped when re-run; the exit code "
+        "is the number of failed cases. Under torchrun the cases are split over the processes, one GPU each.")
+    p.add_argument("input", help="CT volume (NIfTI, NRRD, MHA file or a DICOM series folder), or a cohort")
     p.add_argument("-o", "--output", required=True,
-                   help="output label map: .nii.gz, .nii, .nrrd or .mha (on the exact input grid)")
+                   help="output label map: .nii.gz, .nii, .nrrd or .mha (on the exact input grid); for a cohort, a "
+                   "folder")
     p.add_argument("--model", default=None,
                    help="a model folder (holds model.json) or the name of an installed model (`models list`); "
                    "default: the best installed real-CT model for --organ")
@@ -41,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="print the run summary as JSON on stdout (on failure: a JSON error object, exit code 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--allow-non-ct", action="store_true", help="skip the check that intensities look like HU")
+    add_cohort_arguments(p)
     add_run_options(p)
     p.set_defaults(func=run)
 
@@ -91,6 +101,8 @@ def round_summary(r: GridRound) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_cohort_input(args.input):
+        return run_cohort_command(args)
     started = time.perf_counter()
     plan = OutputPlan(overwrite=args.overwrite)  # every output checked before the model or the image is read
     output = plan.file(args.output, "The output (-o)")
