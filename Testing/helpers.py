@@ -16,10 +16,10 @@ TINY = RSTNConfig(backbone="light", backbone_kwargs={"widths": (4, 8)})
 
 
 def demo_model_dir() -> Path:
-    """The bundled, trained demo model package."""
-    found = sorted(p.parent for p in (ROOT / "Resources" / "Models").glob("*/model.json"))
-    assert found, "the bundled demo model is missing from Resources/Models"
-    return found[0]
+    """The bundled synthetic demo model package (trained on phantoms: the tests' phantoms match it)."""
+    folder = ROOT / "Resources" / "Models" / "PancreasRSTN-demo-phantom-light"
+    assert (folder / "model.json").is_file(), f"the bundled demo model is missing: {folder}"
+    return folder
 
 
 def tiny_models(seed: int = 0, views: str = "XYZ") -> dict[str, RSTN]:

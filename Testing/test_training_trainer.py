@@ -175,6 +175,25 @@ def test_augmentation_is_seeded_and_keeps_labels_binary():
     assert torch.allclose(same[0], image) and torch.equal(same[1], label)
 
 
+def test_fatty_organ_augmentation_darkens_only_the_organ():
+    from PancreasRSTNLib.augmentation import AugmentConfig, augment_triplet
+
+    image = torch.full((3, 32, 40), 40.0)
+    label = torch.zeros(3, 32, 40)
+    label[:, 10:22, 12:28] = 1
+    fatty = AugmentConfig(probability=0.0, scale=0.0, rotation_deg=0.0, shift_hu=0.0, contrast=0.0, noise_hu=0.0,
+                          fatty_organ_probability=1.0, fatty_organ_hu=120.0)
+    out, out_label = augment_triplet(image, label, np.random.default_rng(5), fatty)
+    drop = image - out
+    assert torch.equal(out_label, label)
+    assert 0 < drop[:, 14:18, 16:24].min() <= 120.0  # inside: lowered by one draw
+    assert torch.allclose(drop[:, 14:18, 16:24], drop[0, 15, 20].expand(3, 4, 8))
+    assert torch.equal(drop[:, :8], torch.zeros(3, 8, 40)) and torch.equal(drop[:, :, :10], torch.zeros(3, 32, 10))
+    assert 0 < drop[0, 10, 20] < drop[0, 15, 20]  # the edge is softened, not a step a network could key on
+    with pytest.raises(RSTNError):
+        AugmentConfig(fatty_organ_probability=2.0)
+
+
 def test_c2f_trains_fine_net_on_framed_3d_box(cases, tmp_path):
     from PancreasRSTNLib.trainer import _c2f_boxes, _framed
 

@@ -142,7 +142,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         schedule=(("S", steps[0]), ("I", steps[1]), ("J", steps[2])), j_decay_every=max(1, steps[2] // 2),
         optimizer="adamw", lr=args.lr, coarse_lr_ratio=1.0, negative_fraction=args.negative_fraction, seed=args.seed,
         checkpoint_every=500, log_every=50, hu_window=tuple(args.hu_window),
-        augment=AugmentConfig(unenhanced_probability=args.unenhanced), spacing=SPACING,
+        augment=AugmentConfig(unenhanced_probability=args.unenhanced, fatty_organ_probability=args.fatty_organ), spacing=SPACING,
         bn_recalibration=False,
     )
 
@@ -258,6 +258,8 @@ def main() -> int:
                         help="HU given to the JPEG slices' clipped floor (grey <= 8); 'none' keeps the window's low")
     parser.add_argument("--unenhanced", type=float, default=0.3,
                         help="probability of the unenhanced-scan augmentation (a -27 to -80 HU shift)")
+    parser.add_argument("--fatty-organ", type=float, default=0.0,
+                        help="probability of the fatty-organ augmentation (the pancreas lowered by 0 to 120 HU)")
     parser.add_argument("--T", type=int, default=3, help="unrolled fine iterations in the joint loss (paper: 1..5)")
     parser.add_argument("--negative-fraction", type=float, default=1.0,
                         help="organ-free slices of the volumes per organ slice of the volumes")

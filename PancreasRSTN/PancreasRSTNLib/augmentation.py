@@ -1,5 +1,5 @@
 """Training augmentations that real scanners need: in-plane scale and rotation, intensity shift and contrast,
-and noise, applied to one slice triplet and its label.
+noise, and contrast phases (unenhanced scans, a fatty organ), applied to one slice triplet and its label.
 
 Why: the real data are few (two NIH volumes and single slices of 61 patients), while users' CTs differ in
 pixel size, patient size, contrast phase, kernel and dose. Every draw comes from the step's own RNG (seeded by
@@ -32,12 +32,17 @@ class AugmentConfig:
     #: HU (enhanced soft tissue and vessels drop toward unenhanced values; fat and air stay below the window)
     unenhanced_probability: float = 0.0
     unenhanced_hu: float = 80.0
+    #: with this probability, a fatty organ: the organ's voxels (edges softened over 3 pixels) lowered by a draw
+    #: in [0, fatty_organ_hu] HU, as fatty infiltration shows a pancreas near 0 HU in many older patients'
+    #: unenhanced CTs (the enhanced NIH pancreas lies near 100-130 HU)
+    fatty_organ_probability: float = 0.0
+    fatty_organ_hu: float = 120.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
             raise RSTNError(f"Augmentation probability {self.probability} must be in [0, 1].")
         if not 0.0 <= self.scale < 1.0 or self.rotation_deg < 0 or self.shift_hu < 0 or not 0 <= self.contrast < 1 \
-                or self.noise_hu < 0:
+                or self.noise_hu < 0 or not 0.0 <= self.fatty_organ_probability <= 1.0 or self.fatty_organ_hu < 0:
             raise RSTNError("Augmentation ranges must be >= 0 (scale and contrast below 1).")
 
     def to_dict(self) -> dict:
@@ -65,7 +70,13 @@ def augment_triplet(image: torch.Tensor, label: torch.Tensor, rng: np.random.Gen
     noise_seed = int(rng.integers(0, 2**31 - 1))
     if cfg.unenhanced_probability > 0 and rng.random() < cfg.unenhanced_probability:
         shift -= rng.uniform(cfg.unenhanced_hu / 3.0, cfg.unenhanced_hu)
+    fatty = 0.0  # drawn last, and only when enabled, so runs without it replay their old draws
+    if cfg.fatty_organ_probability > 0 and rng.random() < cfg.fatty_organ_probability:
+        fatty = rng.uniform(0.0, cfg.fatty_organ_hu)
 
+    if fatty > 0:
+        soft = F.avg_pool2d(label[None].float(), 3, stride=1, padding=1, count_include_pad=False)[0]
+        image = image - soft.to(image.dtype) * (fatty / hu_per_unit)
     if spatial and (zoom != 1.0 or angle != 0.0):
         fill = (FILL_HU - hu_offset) / hu_per_unit
         image, label = _affine(image, label, zoom, angle, fill)
