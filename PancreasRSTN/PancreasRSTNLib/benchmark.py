@@ -173,10 +173,10 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
             f"{tuple(round(s, 3) for s in mapping.model_spacing)} mm in {io_timings['resample in']:.2f} s")
     oracle = truth if not settings.model else None
     config = InferenceConfig(thr=settings.thr, max_iter=settings.max_iter, precision=settings.precision, oracle_mask=oracle,
-                             coarse_downsample=settings.coarse_downsample)
+                             coarse_downsample=settings.coarse_downsample, views=tuple(models))
 
     # ---- our engine: warm-up on a short slab, then repeats
-    warm = InferenceConfig(thr=settings.thr, max_iter=1, precision=settings.precision,
+    warm = InferenceConfig(thr=settings.thr, max_iter=1, precision=settings.precision, views=tuple(models),
                            oracle_mask=None if oracle is None else oracle[:, :, :8])
     _run_engine(models, hu[:, :, :8], warm, device, window)
     if device.type == "cuda":
@@ -197,7 +197,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
         for r in rr:
             for k, v in r.seconds.items():
                 stages.setdefault(f"round {r.index} {k}" if r.index else k, []).append(v)
-    coarse_seconds = _median([sum(r[0].seconds[f"coarse {v}"] for v in "XYZ") for r, _ in runs])
+    coarse_seconds = _median([sum(r[0].seconds[f"coarse {v}"] for v in models) for r, _ in runs])
     coarse_tflop = _coarse_gflop(models, hu.shape) / 1000 / settings.coarse_downsample**2
     peak = _peak_tflops(device, dtype)
     report["engine"] = {
@@ -245,7 +245,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
 
 
 def _reference(settings, models, hu, oracle, rounds, device, log, window: HUWindow = DEFAULT_WINDOW) -> dict:
-    n_triplets = sum(hu.shape[VIEW_AXES[v]] for v in "XYZ")
+    n_triplets = sum(hu.shape[VIEW_AXES[v]] for v in models)
     n_crops = sum(len(b) for r in rounds[1:] for b in r.crop_boxes.values())
     mode = settings.reference
     if mode == "auto":
