@@ -209,7 +209,8 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
-            for combo, value in ((self.ui.organComboBox, parameterNode.organ), (self.ui.deviceComboBox, parameterNode.device)):
+            for combo, value in ((self.ui.organComboBox, parameterNode.organ),
+                                 (self.ui.deviceComboBox, parameterNode.device)):
                 combo.currentIndex = max(combo.findData(value), combo.findText(value), combo.currentIndex)
             self.updateButtons()
 
@@ -231,7 +232,7 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
 
     def onDeviceChanged(self, index: int = -1) -> None:
-        from PancreasRSTNLib.background_run import describe_device
+        from PancreasRSTNLib.devices import describe_device
 
         choice = self.ui.deviceComboBox.currentText
         if self._parameterNode and self._parameterNode.device != choice:
@@ -242,7 +243,8 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ a run
     def onSegment(self) -> None:
         try:
-            self.runs.start(self._parameterNode.inputVolume, PancreasRSTNLogic.options_from_parameters(self._parameterNode))
+            self.runs.start(self._parameterNode.inputVolume,
+                            PancreasRSTNLogic.options_from_parameters(self._parameterNode))
         except Exception as exc:  # noqa: BLE001 - shown to the user; nothing was created
             return self._showException(exc)
         self._rounds, self._result = [], None
@@ -271,7 +273,8 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.onRoundChanged(len(self._rounds) - 1)
             elif isinstance(event, RunFinished):
                 self._result = event.result
-                done = ", ".join(f"{k}: {'converged' if v else 'stopped at max rounds'}" for k, v in event.result.converged.items())
+                done = ", ".join(f"{k}: {'converged' if v else 'stopped at max rounds'}"
+                                 for k, v in event.result.converged.items())
                 self.ui.progressBar.value, self.ui.statusLabel.text = 1000, f"Done in {event.seconds:.1f} s ({done})."
                 display.show_final(event.result, self._parameterNode.inputVolume)
             elif event.kind == "cancelled":

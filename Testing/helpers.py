@@ -8,8 +8,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from PancreasRSTNLib.model import RSTN, RSTNConfig
-from PancreasRSTNLib.model_package import default_metadata, save_model_package
+from PancreasRSTNLib.io.model_package import default_metadata, save_model_package
+from PancreasRSTNLib.models.model import RSTN, RSTNConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = RSTNConfig(backbone="light", backbone_kwargs={"widths": (4, 8)})

@@ -7,24 +7,23 @@ import threading
 import pytest
 import torch
 
-from PancreasRSTNLib.background_run import (
+from PancreasRSTNLib.app.background_run import (
     BackgroundRun,
     Failed,
     Finished,
     Job,
-    OrganDone,
     Progress,
     RoundReady,
-    describe_device,
     user_message,
 )
+from PancreasRSTNLib.devices import describe_device
 from PancreasRSTNLib.errors import DeviceOutOfMemoryError, InputImageError, RunCancelled
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from PancreasRSTNLib.model import RSTN, RSTNConfig
-    from PancreasRSTNLib.model_package import default_metadata, save_model_package
+    from PancreasRSTNLib.io.model_package import default_metadata, save_model_package
+    from PancreasRSTNLib.models.model import RSTN, RSTNConfig
 
     torch.manual_seed(0)
     config = RSTNConfig(backbone="light", backbone_kwargs={"widths": (4, 8)})
@@ -40,7 +39,7 @@ def ct():
 
 
 def _config():
-    from PancreasRSTNLib.inference import InferenceConfig
+    from PancreasRSTNLib.engine.inference import InferenceConfig
 
     return InferenceConfig(max_iter=2, postprocess=False)
 
@@ -53,7 +52,6 @@ def test_rounds_and_progress_arrive_in_order(tiny_model, ct):
     assert [r.result.index for r in rounds] == list(range(len(rounds))) and len(rounds) >= 2
     fractions = [m.fraction for m in messages if isinstance(m, Progress)]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
-    assert any(isinstance(m, OrganDone) for m in messages)
     assert rounds[0].result.mask_image().GetSize() == ct.GetSize()  # on the input grid
 
 
@@ -61,7 +59,7 @@ def test_cancel_stops_with_cancelled_message(tiny_model, ct):
     started = threading.Event()
 
     def slow_progress_load(path, device="cpu"):
-        from PancreasRSTNLib.model_package import load_model_package
+        from PancreasRSTNLib.io.model_package import load_model_package
 
         started.set()
         return load_model_package(path, device=device)

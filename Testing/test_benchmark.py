@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from PancreasRSTNLib.cli import main
+from PancreasRSTNLib.app.cli import main
 
 
 def test_benchmark_command_measures_every_part(tmp_path, capsys) -> None:

@@ -9,16 +9,16 @@ import json
 import pytest
 import torch
 
-from PancreasRSTNLib.bn_recalibration import (
+from PancreasRSTNLib.models.model import RSTN, RSTNConfig
+from PancreasRSTNLib.training.bn_recalibration import (
     batchnorm_layers,
     has_batchnorm,
     recalibrate_batchnorm,
     recalibrate_view,
     recalibration_samples,
 )
-from PancreasRSTNLib.model import RSTN, RSTNConfig
-from PancreasRSTNLib.trainer import TrainConfig, phantom_cases, train, train_view
-from PancreasRSTNLib.training_data import bounding_box
+from PancreasRSTNLib.training.trainer import TrainConfig, phantom_cases, train, train_view
+from PancreasRSTNLib.training.training_data import bounding_box
 
 TINY = {"widths": (4, 8)}
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -179,7 +179,7 @@ def test_trainer_recalibrates_by_default_and_records_it(cases, tmp_path):
 
 
 def test_cli_flags(tmp_path):
-    from PancreasRSTNLib.cli import build_parser
+    from PancreasRSTNLib.app.cli import build_parser
 
     args = build_parser().parse_args(["train", "--phantoms", "1", "-o", str(tmp_path), "--no-bn-recalibration",
                                       "--bn-recalibration-samples", "7"])

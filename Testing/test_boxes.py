@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from PancreasRSTNLib.boxes import boxes_from_projections, mask_projections, triplet_boxes, view_projections
+from PancreasRSTNLib.engine.boxes import (
+    boxes_from_projections,
+    mask_projections,
+    triplet_boxes,
+    view_projections,
+)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -11,10 +11,10 @@ import pytest
 import SimpleITK as sitk
 
 from helpers import ct_image, demo_model_dir, tiny_package
-from PancreasRSTNLib.cli import main
-from PancreasRSTNLib.metrics import dice
+from PancreasRSTNLib.app.cli import main
+from PancreasRSTNLib.evaluation.metrics import dice
+from PancreasRSTNLib.io.volume_io import write_image
 from PancreasRSTNLib.phantom import make_phantom
-from PancreasRSTNLib.volume_io import write_image
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,8 @@ def test_segment_writes_result_on_the_input_grid(tmp_path, phantom_files, capsys
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(labels))) == 1
     assert dice(sitk.GetArrayFromImage(seg) > 0, truth) > 0.7
     n = summary["fine_rounds"]
-    assert sorted(p.name for p in iters.glob("round_*_mask.nii.gz")) == [f"round_{r:02d}_mask.nii.gz" for r in range(n + 1)]
+    assert sorted(p.name for p in iters.glob("round_*_mask.nii.gz")) == [f"round_{r:02d}_mask.nii.gz"
+                                                                         for r in range(n + 1)]
     sal = sitk.ReadImage(str(iters / "round_01_saliency_Z_ch1.nii.gz"))
     assert np.allclose(sal.GetDirection(), ref.GetDirection()) and np.allclose(sal.GetSpacing(), ref.GetSpacing())
     # the saliency sub-volume's origin lies on a voxel of the input grid
@@ -76,7 +77,7 @@ def test_bad_input_is_one_line_error(tmp_path, make, message):
     path = make(tmp_path)
     model = tiny_package(tmp_path / "model")
     proc = subprocess.run(
-        [sys.executable, "-m", "PancreasRSTNLib.cli", "segment", str(path), "-o", str(tmp_path / "o.nii.gz"),
+        [sys.executable, "-m", "PancreasRSTNLib", "segment", str(path), "-o", str(tmp_path / "o.nii.gz"),
          "--model", str(model)], capture_output=True, text=True,
     )
     assert proc.returncode == 1
@@ -92,7 +93,7 @@ def test_empty_prediction_is_reported_and_nothing_written(tmp_path, capsys):
     import torch
 
     from helpers import tiny_models
-    from PancreasRSTNLib.model_package import default_metadata, save_model_package
+    from PancreasRSTNLib.io.model_package import default_metadata, save_model_package
 
     models = tiny_models()
     for m in models.values():

@@ -16,11 +16,11 @@ import pytest
 import SimpleITK as sitk
 
 from helpers import ROOT, demo_model_dir, tiny_models
-from PancreasRSTNLib.cli import build_parser, main
-from PancreasRSTNLib.model_package import default_metadata, save_model_package
+from PancreasRSTNLib.app.cli import build_parser, main
+from PancreasRSTNLib.app.progress import Progress, progress_mode
+from PancreasRSTNLib.io.model_package import default_metadata, save_model_package
+from PancreasRSTNLib.io.volume_io import write_image
 from PancreasRSTNLib.phantom import make_phantom
-from PancreasRSTNLib.progress import Progress, progress_mode
-from PancreasRSTNLib.volume_io import write_image
 
 
 def _unwritable_folder(tmp_path):
@@ -88,7 +88,7 @@ def test_a_read_only_output_folder_is_refused_up_front_without_traceback(tmp_pat
         args[2] = str(target)
     else:
         args += [option, str(target)]
-    proc = subprocess.run([sys.executable, "-m", "PancreasRSTNLib.cli", "segment", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "PancreasRSTNLib", "segment", *args], capture_output=True,
                           text=True, cwd=ROOT)
     if locked.is_relative_to(tmp_path):
         locked.chmod(stat.S_IRWXU)
@@ -119,7 +119,7 @@ def test_an_empty_prediction_leaves_no_file_at_all(tmp_path, capsys, ct):
 
 
 def test_ctrl_c_removes_what_the_run_made_and_nothing_else(tmp_path, capsys, ct, monkeypatch):
-    import PancreasRSTNLib.commands.segment as segment
+    import PancreasRSTNLib.app.commands.segment as segment
 
     rounds = tmp_path / "rounds"
     rounds.mkdir()
@@ -189,7 +189,7 @@ def test_piped_commands_print_lines_not_bar_frames(tmp_path):
         (data / "labels").mkdir(exist_ok=True)
         sitk.WriteImage(image, str(data / "images" / f"c{i}.nii.gz"))
         sitk.WriteImage(label, str(data / "labels" / f"c{i}.nii.gz"))
-    run = [sys.executable, "-m", "PancreasRSTNLib.cli"]
+    run = [sys.executable, "-m", "PancreasRSTNLib"]
     train = subprocess.run([*run, "train", "--data", str(data), "-o", str(tmp_path / "t"), "--views", "Z",
                             "--backbone", "light", "--widths", "4,8", "--steps", "S:4,I:4,J:4", "--checkpoint-every",
                             "0"], capture_output=True, text=True, cwd=ROOT)
@@ -203,7 +203,8 @@ def test_piped_commands_print_lines_not_bar_frames(tmp_path):
                             "--backbone", "light", "--widths", "4,8", "--steps", "S:2", "--checkpoint-every", "0",
                             "--quiet"], capture_output=True, text=True, cwd=ROOT)
     # --quiet silences progress; warnings (e.g. no tensorboard installed: CSV logs only) still reach the user
-    assert quiet.returncode == 0 and [line for line in quiet.stderr.splitlines() if not line.startswith("WARNING:")] == []
+    assert quiet.returncode == 0 and [line for line in quiet.stderr.splitlines()
+                                      if not line.startswith("WARNING:")] == []
 
 
 def test_a_bar_on_a_terminal_and_nothing_when_quiet(capsys):
@@ -264,7 +265,7 @@ def test_nonsense_options_are_refused(tmp_path, capsys):
 
 def test_phantom_and_benchmark_read_shape_the_same_way(tmp_path):
     """x (columns) x y (rows) x z (slices) for both; the benchmark's canonical volume is rows x cols x slices."""
-    from PancreasRSTNLib.commands.benchmark import _canonical_shape
+    from PancreasRSTNLib.app.commands.benchmark import _canonical_shape
 
     assert main(["phantom", "-o", str(tmp_path / "p.nii.gz"), "--shape", "30x20x8"]) == 0
     assert sitk.ReadImage(str(tmp_path / "p.nii.gz")).GetSize() == (30, 20, 8)
@@ -295,7 +296,7 @@ def test_demo_outputs_are_ignored_by_git():
 def test_no_traceback_for_the_segment_of_a_folder_without_dicom(tmp_path):
     folder = tmp_path / "empty"
     folder.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "PancreasRSTNLib.cli", "segment", str(folder), "-o",
+    proc = subprocess.run([sys.executable, "-m", "PancreasRSTNLib", "segment", str(folder), "-o",
                            str(tmp_path / "s.nii.gz"), "--model", str(demo_model_dir())], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "No DICOM series" in proc.stderr

@@ -14,13 +14,13 @@ import pytest
 import SimpleITK as sitk
 
 from helpers import demo_model_dir, write_dicom_series
-from PancreasRSTNLib.cli import main
-from PancreasRSTNLib.cohort import TABLE_COLUMNS, collect_inputs, is_cohort_input
-from PancreasRSTNLib.data_cache import build_cache
-from PancreasRSTNLib.datasets import open_dataset
+from PancreasRSTNLib.app.cli import main
+from PancreasRSTNLib.app.cohort import TABLE_COLUMNS, collect_inputs, is_cohort_input
 from PancreasRSTNLib.errors import DatasetError, InputImageError
-from PancreasRSTNLib.metrics import average_surface_distance, segmentation_metrics
+from PancreasRSTNLib.evaluation.metrics import average_surface_distance, segmentation_metrics
 from PancreasRSTNLib.phantom import PHANTOM_LABELS, make_phantom
+from PancreasRSTNLib.training.data_cache import build_cache
+from PancreasRSTNLib.training.datasets import open_dataset
 
 SMALL = (32, 28, 12)
 CT_SIZE = (64, 64, 32)  # big enough for the demo model to find the phantom's pancreas
@@ -205,7 +205,7 @@ def test_cohort_under_torchrun_two_processes(tmp_path, cohort_folder):
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "PancreasRSTNLib.cli", "segment", str(cts), "-o", str(out), "--model", str(demo_model_dir()),
+           "-m", "PancreasRSTNLib", "segment", str(cts), "-o", str(out), "--model", str(demo_model_dir()),
            "--max-iter", "2", "--device", "cpu", "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

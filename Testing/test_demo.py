@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasRSTNLib.cli import main
-from PancreasRSTNLib.demo import DEMO_MODEL_NAME, SAMPLE_CT, find_demo_model, find_sample_ct
-from PancreasRSTNLib.model_package import load_model_package, verify_model_package
-from PancreasRSTNLib.user_models import find_model, list_models
+from PancreasRSTNLib.app.cli import main
+from PancreasRSTNLib.app.demo import DEMO_MODEL_NAME, SAMPLE_CT, find_demo_model, find_sample_ct
+from PancreasRSTNLib.io.model_package import load_model_package, verify_model_package
+from PancreasRSTNLib.io.user_models import find_model, list_models
 
 
 def test_bundled_demo_model_is_small_and_labelled_synthetic():

@@ -8,19 +8,14 @@ import pytest
 import torch
 
 from helpers import demo_model_dir, tiny_models
+from PancreasRSTNLib.engine.inference import InferenceConfig, RSTNEngine, cudnn_autotuning
+from PancreasRSTNLib.engine.reference_loop import reference_segment
+from PancreasRSTNLib.engine.triplets import accumulate_whole_slices, slice_weights
 from PancreasRSTNLib.errors import InputImageError, ModelPackageError, RunCancelled
-from PancreasRSTNLib.inference import (
-    InferenceConfig,
-    RSTNEngine,
-    _accumulate_whole_slices,
-    _slice_weights,
-    cudnn_autotuning,
-)
-from PancreasRSTNLib.metrics import dice
-from PancreasRSTNLib.model import RSTN, RSTNConfig
-from PancreasRSTNLib.model_package import load_model_package
+from PancreasRSTNLib.evaluation.metrics import dice
+from PancreasRSTNLib.io.model_package import load_model_package
+from PancreasRSTNLib.models.model import RSTN, RSTNConfig
 from PancreasRSTNLib.phantom import make_phantom_canonical
-from PancreasRSTNLib.reference_loop import reference_segment
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +121,9 @@ def test_coarse_accumulation_averages_the_triplets_that_hold_each_slice(length, 
         parts = [p[t, 1]] + ([p[t - 1, 2]] if t > 0 else []) + ([p[t + 1, 0]] if t + 1 < length else [])
         expected[t] = sum(parts) / len(parts)
     acc = torch.zeros(4, 5, length)  # the Z view: slices are the last, strided axis
-    weight = _slice_weights(length, torch.device("cpu"))
+    weight = slice_weights(length, torch.device("cpu"))
     for start in range(0, length, batch):
-        _accumulate_whole_slices(acc.movedim(2, 0), start, p[start : start + batch], weight)
+        accumulate_whole_slices(acc.movedim(2, 0), start, p[start : start + batch], weight)
     torch.testing.assert_close(acc.movedim(2, 0), expected)
 
 
@@ -159,7 +154,7 @@ def test_bad_configuration_messages():
 def test_crop_local_saliency_is_exact_for_every_variant(kernels):
     """The engine computes g only around each crop (zero outside the slice, as the convolutions' padding);
     with exact boxes it must give what the loop gets from full-slice saliency, for every kernel set."""
-    from PancreasRSTNLib.model import RSTN, RSTNConfig, SaliencyConfig
+    from PancreasRSTNLib.models.model import RSTN, RSTNConfig, SaliencyConfig
 
     torch.manual_seed(7)
     cfg = RSTNConfig(backbone="light", saliency=SaliencyConfig(kernels), backbone_kwargs={"widths": (4, 8)})
@@ -172,8 +167,8 @@ def test_crop_local_saliency_is_exact_for_every_variant(kernels):
     oracle = labels == 1
     ref_probs: list[np.ndarray] = []
     reference_segment(models, hu, thr=1.0, max_iter=2, oracle_mask=oracle, probabilities=ref_probs)
-    eng = list(RSTNEngine(models, InferenceConfig(thr=1.0, max_iter=2, crop_bucket=1, oracle_mask=oracle),
-                          device="cpu").run(hu))
+    eng = list(RSTNEngine(models, InferenceConfig(thr=1.0, max_iter=2, crop_bucket=1),
+                          device="cpu").run(hu, oracle_mask=oracle))
     assert len(eng) == len(ref_probs) == 3
     for r, p in zip(eng, ref_probs):
         assert np.abs(r.probability - p).max() < 1e-5, f"round {r.index}"

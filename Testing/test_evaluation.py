@@ -10,10 +10,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from PancreasRSTNLib.cli import main
-from PancreasRSTNLib.demo import find_demo_model
-from PancreasRSTNLib.evaluation import EvalCase, _stop_round, evaluate_case, summarize
-from PancreasRSTNLib.model_package import load_model_package
+from PancreasRSTNLib.app.cli import main
+from PancreasRSTNLib.app.demo import find_demo_model
+from PancreasRSTNLib.evaluation.cases import EvalCase, _stop_round, evaluate_case, summarize
+from PancreasRSTNLib.io.model_package import load_model_package
 from PancreasRSTNLib.phantom import DEFAULT_FOV_MM, make_phantom_canonical
 
 
@@ -46,7 +46,8 @@ def test_evaluate_case_and_summary(package):
     assert r.metrics["dsc"] == pytest.approx(r.dsc_per_round[r.rounds_used], abs=1e-6)
     assert 0 < r.metrics["hd95"] < 50 and 0 <= r.metrics["precision"] <= 1
     assert r.oracle["dsc"] > 0.8 and r.seconds <= r.seconds_total
-    other = replace(r, name="copy", metrics=dict(r.metrics, dsc=0.5), rounds_to_thr=dict(r.rounds_to_thr, **{"0.95": None}))
+    other = replace(r, name="copy", metrics=dict(r.metrics, dsc=0.5),
+                    rounds_to_thr=dict(r.rounds_to_thr, **{"0.95": None}))
     s = summarize([r, other], 2)
     dscs = [r.metrics["dsc"], 0.5]
     assert s["dsc"]["mean"] == pytest.approx(np.mean(dscs)) and s["dsc"]["std"] == pytest.approx(np.std(dscs, ddof=1))

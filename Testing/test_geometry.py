@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from helpers import rotation
-from PancreasRSTNLib.geometry import canonical_box_to_image, from_canonical, to_canonical
+from PancreasRSTNLib.io.geometry import canonical_box_to_image, from_canonical, to_canonical
 
 
 def _image(direction: np.ndarray, size=(13, 11, 7), spacing=(0.8, 1.3, 2.5), origin=(-12.5, 40.25, 7.0)) -> sitk.Image:

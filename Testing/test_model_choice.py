@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from helpers import demo_model_dir, tiny_models
-from PancreasRSTNLib.cli import main
+from PancreasRSTNLib.app.cli import main
 from PancreasRSTNLib.errors import ModelPackageError
-from PancreasRSTNLib.model_package import SYNTHETIC_WARNING, default_metadata, save_model_package
+from PancreasRSTNLib.io.model_package import SYNTHETIC_WARNING, default_metadata, save_model_package
+from PancreasRSTNLib.io.user_models import find_model, list_models, resolve_model
+from PancreasRSTNLib.io.volume_io import write_image
 from PancreasRSTNLib.phantom import make_phantom
-from PancreasRSTNLib.user_models import find_model, list_models, resolve_model
-from PancreasRSTNLib.volume_io import write_image
 
 
 def _model(folder: Path, name: str, dsc: float | None = None, synthetic: bool = False, organ: str = "pancreas",
@@ -45,7 +45,7 @@ def roots(tmp_path, monkeypatch):
     bundled.mkdir()
     shutil.copytree(demo_model_dir(), bundled / demo_model_dir().name)
     monkeypatch.setenv("PANCREAS_RSTN_MODELS", str(user))
-    monkeypatch.setattr("PancreasRSTNLib.user_models.bundled_models_dirs", lambda: [bundled])
+    monkeypatch.setattr("PancreasRSTNLib.io.user_models.bundled_models_dirs", lambda: [bundled])
     return user, bundled
 
 

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from helpers import TINY, tiny_models, tiny_package
-from PancreasRSTNLib.cli import main
+from PancreasRSTNLib.app.cli import main
 from PancreasRSTNLib.errors import ModelPackageError, OutputExistsError
-from PancreasRSTNLib.model import RSTN
-from PancreasRSTNLib.model_package import (
+from PancreasRSTNLib.io.model_package import (
     import_reference_checkpoints,
     load_model_package,
     load_reference_checkpoint,
     verify_model_package,
 )
+from PancreasRSTNLib.models.model import RSTN
 
 
 def test_round_trip(tmp_path):
@@ -66,7 +66,7 @@ def test_corrupt_weights_with_matching_hash(tmp_path):
     pkg_dir = tiny_package(tmp_path / "m")
     (pkg_dir / "model_X.safetensors").write_bytes(b"garbage")
     meta = json.loads((pkg_dir / "model.json").read_text())
-    from PancreasRSTNLib.model_package import sha256_of
+    from PancreasRSTNLib.io.model_package import sha256_of
 
     meta["files"]["X"]["sha256"] = sha256_of(pkg_dir / "model_X.safetensors")
     (pkg_dir / "model.json").write_text(json.dumps(meta))

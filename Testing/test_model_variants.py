@@ -7,12 +7,17 @@ import pytest
 import torch
 
 from helpers import demo_model_dir
-from PancreasRSTNLib.backbones import available_backbones, backbone_gflops, build_backbone, count_parameters
+from PancreasRSTNLib.engine.inference import InferenceConfig, RSTNEngine
 from PancreasRSTNLib.errors import ModelPackageError
-from PancreasRSTNLib.inference import InferenceConfig, RSTNEngine
-from PancreasRSTNLib.metrics import dice
-from PancreasRSTNLib.model import RSTN, RSTNConfig, SaliencyConfig
-from PancreasRSTNLib.model_package import load_model_package, save_model_package
+from PancreasRSTNLib.evaluation.metrics import dice
+from PancreasRSTNLib.io.model_package import load_model_package, save_model_package
+from PancreasRSTNLib.models.backbones import (
+    available_backbones,
+    backbone_gflops,
+    build_backbone,
+    count_parameters,
+)
+from PancreasRSTNLib.models.model import RSTN, RSTNConfig, SaliencyConfig
 from PancreasRSTNLib.phantom import make_phantom_canonical
 
 
@@ -91,7 +96,7 @@ def test_the_light_unet_trains_on_a_crop_a_few_pixels_wide(norm):
     more than one element per channel, or normalisation refuses to train."""
     import torch
 
-    from PancreasRSTNLib.light_unet import LightUNet
+    from PancreasRSTNLib.models.light_unet import LightUNet
 
     net = LightUNet(widths=(4, 8, 16, 32, 64), norm=norm).train()
     out = net(torch.rand(1, 3, 3, 5))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from PancreasRSTNLib.boxes import triplet_boxes
-from PancreasRSTNLib.model import RSTN, load_reference_state_dict
+from PancreasRSTNLib.engine.boxes import triplet_boxes
+from PancreasRSTNLib.models.model import RSTN, load_reference_state_dict
 
 
 def recipe_state_dict(fixture, seed: int, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -77,5 +77,6 @@ def test_wrong_checkpoint_lists_offending_keys(fixture):
     sd = recipe_state_dict(fixture, 0)
     sd["fine_model.fc6.weight"] = sd["fine_model.fc6.weight"][:, :, :3, :3]
     del sd["saliency2.bias"]
-    with pytest.raises(ModelPackageError, match=r"missing keys: saliency2\.bias.*shape mismatch: fine_model\.fc6\.weight"):
+    with pytest.raises(ModelPackageError,
+                       match=r"missing keys: saliency2\.bias.*shape mismatch: fine_model\.fc6\.weight"):
         load_reference_state_dict(RSTN(), sd)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasRSTNLib.cli import main
-from PancreasRSTNLib.geometry import to_canonical
+from PancreasRSTNLib.app.cli import main
+from PancreasRSTNLib.io.geometry import to_canonical
 from PancreasRSTNLib.phantom import PHANTOM_LABELS, make_phantom, make_phantom_canonical
 
 

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PancreasRSTNLib.postprocess import keep_large_components
+from PancreasRSTNLib.engine.postprocess import keep_large_components
 
 
 def _whole_volume_rule(mask: np.ndarray, ratio: float = 0.5) -> np.ndarray:

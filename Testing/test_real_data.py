@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from PancreasRSTNLib.data_cache import build_cache
-from PancreasRSTNLib.datasets import open_dataset
 from PancreasRSTNLib.errors import DatasetError
-from PancreasRSTNLib.jpeg_slices import (
+from PancreasRSTNLib.training.data_cache import build_cache
+from PancreasRSTNLib.training.datasets import open_dataset
+from PancreasRSTNLib.training.jpeg_slices import (
     check_window_inside,
     fit_window_from_volumes,
     read_jpeg_slices,

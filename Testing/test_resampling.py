@@ -13,12 +13,12 @@ import pytest
 import SimpleITK as sitk
 
 from helpers import ROOT, demo_model_dir, rotation
-from PancreasRSTNLib.inference import RoundResult, SaliencyMaps
-from PancreasRSTNLib.metrics import dice
-from PancreasRSTNLib.model_package import load_model_package
+from PancreasRSTNLib.engine.inference import RoundResult, SaliencyMaps
+from PancreasRSTNLib.engine.resampling import Resampling, needs_resampling
+from PancreasRSTNLib.engine.segmentation import GridMapping, GridRound, canonical_hu, segment_image
+from PancreasRSTNLib.evaluation.metrics import dice
+from PancreasRSTNLib.io.model_package import load_model_package
 from PancreasRSTNLib.phantom import make_phantom
-from PancreasRSTNLib.resampling import Resampling, needs_resampling
-from PancreasRSTNLib.segmentation import GridMapping, GridRound, canonical_hu, segment_image
 
 MODEL_SPACING = (1.5, 1.5, 1.5)
 FOV_MM = (170.0, 170.0, 110.0)  # around the phantom's pancreas: small enough for 0.57 mm pixels in a test
@@ -154,10 +154,10 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import numpy as np, SimpleITK as sitk, torch
     sys.path.insert(0, sys.argv[1])
     from helpers import tiny_models
-    from PancreasRSTNLib.inference import InferenceConfig
-    from PancreasRSTNLib.model_package import ModelPackage
-    from PancreasRSTNLib.model import RSTNConfig
-    from PancreasRSTNLib.segmentation import segment_image
+    from PancreasRSTNLib.engine.inference import InferenceConfig
+    from PancreasRSTNLib.io.model_package import ModelPackage
+    from PancreasRSTNLib.models.model import RSTNConfig
+    from PancreasRSTNLib.engine.segmentation import segment_image
 
     torch.set_num_threads(2)
     rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from PancreasRSTNLib.c2f_inference import box3d, run_c2f
-from PancreasRSTNLib.model import RSTN, RSTNConfig
+from PancreasRSTNLib.engine.c2f_inference import box3d, run_c2f
+from PancreasRSTNLib.models.model import RSTN, RSTNConfig
 from PancreasRSTNLib.phantom import make_phantom_canonical
 
 
@@ -41,7 +41,7 @@ def test_c2f_rounds_crop_by_the_framed_box():
 
 
 def test_c2f_evaluation_path():
-    from PancreasRSTNLib.evaluation import EvalCase, evaluate_case
+    from PancreasRSTNLib.evaluation.cases import EvalCase, evaluate_case
 
     torch.manual_seed(0)
     cfg = RSTNConfig(backbone="light", backbone_kwargs={"widths": (4, 8)})

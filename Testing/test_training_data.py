@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from PancreasRSTNLib.errors import DatasetError
-from PancreasRSTNLib.losses import jaccard_loss, joint_weights, soft_dsc_loss
-from PancreasRSTNLib.training_data import (
+from PancreasRSTNLib.training.losses import jaccard_loss, joint_weights, soft_dsc_loss
+from PancreasRSTNLib.training.training_data import (
     bounding_box,
     crop_margins,
     epoch_order,

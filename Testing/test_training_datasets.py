@@ -9,11 +9,11 @@ import pytest
 import SimpleITK as sitk
 
 from helpers import write_dicom_series
-from PancreasRSTNLib.data_cache import build_cache
-from PancreasRSTNLib.datasets import open_dataset
 from PancreasRSTNLib.errors import DatasetError
-from PancreasRSTNLib.geometry import to_canonical
+from PancreasRSTNLib.io.geometry import to_canonical
 from PancreasRSTNLib.phantom import PHANTOM_LABELS, make_phantom
+from PancreasRSTNLib.training.data_cache import build_cache
+from PancreasRSTNLib.training.datasets import open_dataset
 
 SIZE = (32, 28, 12)
 

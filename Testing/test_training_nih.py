@@ -9,17 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from PancreasRSTNLib.intensity import DEFAULT_WINDOW
-from PancreasRSTNLib.trainer import TrainCase, TrainConfig, train_view
+from PancreasRSTNLib.engine.intensity import DEFAULT_WINDOW
+from PancreasRSTNLib.training.trainer import TrainCase, TrainConfig, train_view
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nih_pancreas_slices.npz"
 
 
-@pytest.mark.skipif(not DATA.is_file(), reason="../shared/data/nih_pancreas_slices.npz is absent (shared data not mounted)")
+@pytest.mark.skipif(not DATA.is_file(),
+                    reason="../shared/data/nih_pancreas_slices.npz is absent (shared data not mounted)")
 def test_short_training_on_nih_slices_lowers_the_loss(tmp_path):
     data = np.load(DATA)
     rows, cols = slice(200, 368), slice(212, 380)  # this 168 x 168 window holds every pancreas mask of the 15 slices
-    cases = [TrainCase(f"s{k}", DEFAULT_WINDOW.apply(img[rows, cols])[..., None], (m[rows, cols] > 0)[..., None].astype(np.uint8))
+    cases = [TrainCase(f"s{k}", DEFAULT_WINDOW.apply(img[rows, cols])[..., None],
+                       (m[rows, cols] > 0)[..., None].astype(np.uint8))
              for k, (img, m) in enumerate(zip(data["images"], data["masks"], strict=True))]
     cfg = TrainConfig(views=("Z",), backbone="light", backbone_kwargs={"widths": (8, 16, 32, 64)},
                       schedule=(("S", 60),), optimizer="adamw", lr=2e-3, coarse_lr_ratio=1.0, log_every=1, seed=0)

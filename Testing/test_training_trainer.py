@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from PancreasRSTNLib.cli import main
+from PancreasRSTNLib.app.cli import main
 from PancreasRSTNLib.errors import OutputExistsError, RSTNError
-from PancreasRSTNLib.losses import soft_dsc_loss
-from PancreasRSTNLib.model import RSTN, RSTNConfig
-from PancreasRSTNLib.model_package import load_model_package
-from PancreasRSTNLib.trainer import (
+from PancreasRSTNLib.io.model_package import load_model_package
+from PancreasRSTNLib.models.model import RSTN, RSTNConfig
+from PancreasRSTNLib.training.losses import soft_dsc_loss
+from PancreasRSTNLib.training.trainer import (
     LRFactor,
     StepModule,
     TrainConfig,
@@ -131,8 +131,8 @@ def test_resume_is_bit_exact(cases, tmp_path):
 def test_resume_is_bit_exact_with_augmentation_and_single_slice_cases(cases, tmp_path):
     """Augmentations draw from the step's own RNG, so resuming replays them; a one-slice case (a JPEG slice)
     trains view Z only."""
-    from PancreasRSTNLib.augmentation import AugmentConfig
-    from PancreasRSTNLib.trainer import TrainCase
+    from PancreasRSTNLib.training.augmentation import AugmentConfig
+    from PancreasRSTNLib.training.trainer import TrainCase
 
     hu = np.full((40, 40, 1), -50, np.int16)
     hu[10:30, 10:30] = 60
@@ -148,14 +148,14 @@ def test_resume_is_bit_exact_with_augmentation_and_single_slice_cases(cases, tmp
     n_z = summary["samples"]
     _, y_summary = train_view(mixed, cfg, "Y", tmp_path / "y", progress=False, stop_after=1)
     assert n_z > 0 and y_summary["samples"] > 0
-    from PancreasRSTNLib.training_data import labels_for_view, view_samples
+    from PancreasRSTNLib.training.training_data import labels_for_view, view_samples
 
     assert all(s.case < len(cases) for s in view_samples(labels_for_view(mixed, "Y"), "Y"))
     assert any(s.case == len(cases) for s in view_samples(labels_for_view(mixed, "Z"), "Z"))
 
 
 def test_augmentation_is_seeded_and_keeps_labels_binary():
-    from PancreasRSTNLib.augmentation import AugmentConfig, augment_triplet
+    from PancreasRSTNLib.training.augmentation import AugmentConfig, augment_triplet
 
     image = torch.full((3, 32, 40), 40.0)
     image[:, 8:24, 10:30] = 120.0
@@ -176,7 +176,7 @@ def test_augmentation_is_seeded_and_keeps_labels_binary():
 
 
 def test_fatty_organ_augmentation_darkens_only_the_organ():
-    from PancreasRSTNLib.augmentation import AugmentConfig, augment_triplet
+    from PancreasRSTNLib.training.augmentation import AugmentConfig, augment_triplet
 
     image = torch.full((3, 32, 40), 40.0)
     label = torch.zeros(3, 32, 40)
@@ -195,14 +195,14 @@ def test_fatty_organ_augmentation_darkens_only_the_organ():
 
 
 def test_c2f_trains_fine_net_on_framed_3d_box(cases, tmp_path):
-    from PancreasRSTNLib.trainer import _c2f_boxes, _framed
+    from PancreasRSTNLib.training.step import c2f_boxes, framed_box
 
     label = cases[0].label
     rows = np.flatnonzero(label.any(axis=(1, 2)))
     cols = np.flatnonzero(label.any(axis=(0, 2)))
-    box = _c2f_boxes(cases[:1], "Z")[0]
+    box = c2f_boxes(cases[:1], "Z")[0]
     assert box == (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1)  # the 3-D box, projected on the axial plane
-    framed = _framed(box, np.array([10, 20, 15, 12]), (40, 40))
+    framed = framed_box(box, np.array([10, 20, 15, 12]), (40, 40))
     assert framed == (max(rows[0] - 10, 0), min(rows[-1] + 21, 40), max(cols[0] - 15, 0), min(cols[-1] + 13, 40))
     # the fine net sees the raw image in the framed box; the saliency module gets no gradient
     model, x, y = _example()

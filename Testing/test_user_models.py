@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from PancreasRSTNLib.errors import ModelPackageError, OutputExistsError
-from PancreasRSTNLib.user_models import (
+from PancreasRSTNLib.io.user_models import (
     SYNTHETIC_WARNING,
     find_model,
     install_model,
@@ -20,8 +20,8 @@ from PancreasRSTNLib.user_models import (
 
 
 def _package(folder, organ="pancreas", name="tiny", training=None):
-    from PancreasRSTNLib.model import RSTN, RSTNConfig
-    from PancreasRSTNLib.model_package import default_metadata, save_model_package
+    from PancreasRSTNLib.io.model_package import default_metadata, save_model_package
+    from PancreasRSTNLib.models.model import RSTN, RSTNConfig
 
     torch.manual_seed(0)
     config = RSTNConfig(backbone="light", backbone_kwargs={"widths": (4, 8)})

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from helpers import ct_image, write_dicom_series
 from PancreasRSTNLib.errors import InputImageError, OutputExistsError
-from PancreasRSTNLib.volume_io import dicom_series, read_image, validate_ct, write_image
+from PancreasRSTNLib.io.volume_io import dicom_series, read_image, validate_ct, write_image
 
 
 @pytest.mark.parametrize("ext", [".nii.gz", ".nrrd", ".mha"])

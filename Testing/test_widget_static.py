@@ -20,7 +20,8 @@ UI = ROOT / "PancreasRSTN" / "Resources" / "UI" / "PancreasRSTN.ui"
 SOURCE = MODULE.read_text(encoding="utf-8")
 TREE = ast.parse(SOURCE)
 # the panel's Qt sections bind their part of the .ui the same way
-PANEL_SOURCE = "\n".join(p.read_text(encoding="utf-8") for p in sorted((MODULE.parent / "PancreasRSTNPanel").glob("*.py")))
+PANEL_SOURCE = "\n".join(p.read_text(encoding="utf-8")
+                         for p in sorted((MODULE.parent / "PancreasRSTNPanel").glob("*.py")))
 GUI_SOURCE = SOURCE + "\n" + PANEL_SOURCE
 
 # Qt classes the .ui may use (QUiLoader builds them without plugins).

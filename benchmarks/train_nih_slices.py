@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from PancreasRSTNLib.intensity import DEFAULT_WINDOW
-from PancreasRSTNLib.metrics import dice
-from PancreasRSTNLib.model import RSTN
-from PancreasRSTNLib.trainer import TrainCase, TrainConfig, train_view
-from PancreasRSTNLib.training_data import bounding_box
+from PancreasRSTNLib.engine.intensity import DEFAULT_WINDOW
+from PancreasRSTNLib.evaluation.metrics import dice
+from PancreasRSTNLib.models.model import RSTN
+from PancreasRSTNLib.training.schedule import parse_steps
+from PancreasRSTNLib.training.trainer import TrainCase, TrainConfig, train_view
+from PancreasRSTNLib.training.training_data import bounding_box
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nih_pancreas_slices.npz"
 
@@ -100,8 +101,9 @@ def main() -> int:
         return 2
     torch.set_num_threads(args.threads)
     cases = load_cases(args.data, args.crop)
-    schedule = tuple((m, int(n)) for m, n in (s.split(":") for s in args.steps.split(",")))
-    cfg = TrainConfig(views=("Z",), backbone="light", backbone_kwargs={"widths": tuple(int(w) for w in args.widths.split(",")), "norm": args.norm},
+    schedule = parse_steps(args.steps)
+    widths = tuple(int(w) for w in args.widths.split(","))
+    cfg = TrainConfig(views=("Z",), backbone="light", backbone_kwargs={"widths": widths, "norm": args.norm},
                       schedule=schedule, optimizer="adamw", lr=args.lr, coarse_lr_ratio=1.0, j_decay_every=400,
                       checkpoint_every=0, log_every=25, seed=0,
                       bn_recalibration=False if args.no_bn_recalibration else None)

@@ -15,9 +15,9 @@ import time
 import numpy as np
 import torch
 
-from PancreasRSTNLib.losses import soft_dsc_loss
-from PancreasRSTNLib.model import RSTN, RSTNConfig
-from PancreasRSTNLib.trainer import StepModule, TrainConfig, make_optimizer
+from PancreasRSTNLib.models.model import RSTN, RSTNConfig
+from PancreasRSTNLib.training.losses import soft_dsc_loss
+from PancreasRSTNLib.training.trainer import StepModule, TrainConfig, make_optimizer
 
 
 def measure(backbone: str, size: int, steps: int, device: str, warmup: int = 2) -> dict:

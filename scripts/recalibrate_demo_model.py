@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from PancreasRSTNLib.bn_recalibration import recalibrate_view
-from PancreasRSTNLib.model_package import load_model_package, save_model_package
+from PancreasRSTNLib.io.model_package import load_model_package, save_model_package
 from PancreasRSTNLib.phantom import parse_triple
-from PancreasRSTNLib.trainer import phantom_cases
+from PancreasRSTNLib.training.bn_recalibration import RecalibrationOptions, recalibrate_view
+from PancreasRSTNLib.training.trainer import phantom_cases
+from PancreasRSTNLib.views import view_axis
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "Resources" / "Models" / "PancreasRSTN-demo-phantom-light"
@@ -49,10 +50,10 @@ def main() -> int:
     cases, provenance = phantom_cases(parse_triple(args.phantom_shape, int), args.phantom_seed, args.phantoms)
     per_view = {}
     for view, model in package.models.items():
-        per_view[view] = recalibrate_view(model, cases, view, n=args.samples,
-                                          slice_threshold=float(cfg.get("slice_threshold", 0.98)),
-                                          seed=int(cfg.get("seed", 0)) * 1000 + "XYZ".index(view),
-                                          rounds=int(cfg.get("T", 1)), margin=int(cfg.get("margin_fixed", 20)))
+        options = RecalibrationOptions(slice_threshold=float(cfg.get("slice_threshold", 0.98)),
+                                       seed=int(cfg.get("seed", 0)) * 1000 + view_axis(view),
+                                       rounds=int(cfg.get("T", 1)), margin=int(cfg.get("margin_fixed", 20)))
+        per_view[view] = recalibrate_view(model, cases, view, n=args.samples, options=options)
         print(f"view {view}: {json.dumps(per_view[view])}", flush=True)
     meta = dict(meta)
     training = dict(meta.get("training", {}))

@@ -62,7 +62,7 @@ def run_stage(args, work: Path, recipe: list[str], extra: list[str]) -> int:
         procs = []
         for view in args.views:
             out = work / view
-            cmd = [sys.executable, "-m", "PancreasRSTNLib.cli", "train", "-o", str(out), "--views", view,
+            cmd = [sys.executable, "-m", "PancreasRSTNLib", "train", "-o", str(out), "--views", view,
                    "--name", PACKAGE_NAME, *recipe, *extra] + (["--resume"] if args.resume else [])
             work.mkdir(parents=True, exist_ok=True)
             log = open(work / f"{view}.log", "a")  # noqa: SIM115 (closed when the process ends)
@@ -77,7 +77,7 @@ def run_stage(args, work: Path, recipe: list[str], extra: list[str]) -> int:
 
 def merge(args, work: Path, dest: Path, recipe: list[str], overwrite: bool, wall: float | None = None) -> None:
     """Merge the single-view packages of one stage into one 3-view package."""
-    from PancreasRSTNLib.model_package import load_model_package, save_model_package
+    from PancreasRSTNLib.io.model_package import load_model_package, save_model_package
 
     models, per_view = {}, {}
     for view in args.views:

@@ -37,22 +37,23 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "PancreasRSTN"))
 
-from PancreasRSTNLib.augmentation import AugmentConfig  # noqa: E402
-from PancreasRSTNLib.data_cache import build_cache  # noqa: E402
-from PancreasRSTNLib.datasets import open_dataset  # noqa: E402
-from PancreasRSTNLib.inference import InferenceConfig, device_description, resolve_device  # noqa: E402
-from PancreasRSTNLib.jpeg_slices import (  # noqa: E402
+from PancreasRSTNLib.devices import device_description, resolve_device  # noqa: E402
+from PancreasRSTNLib.engine.inference import InferenceConfig, RSTNEngine  # noqa: E402
+from PancreasRSTNLib.engine.resampling import Resampling  # noqa: E402
+from PancreasRSTNLib.engine.segmentation import GridMapping, run_on_grid  # noqa: E402
+from PancreasRSTNLib.evaluation.metrics import dice  # noqa: E402
+from PancreasRSTNLib.io.model_package import load_model_package  # noqa: E402
+from PancreasRSTNLib.training.augmentation import AugmentConfig  # noqa: E402
+from PancreasRSTNLib.training.data_cache import build_cache  # noqa: E402
+from PancreasRSTNLib.training.datasets import open_dataset  # noqa: E402
+from PancreasRSTNLib.training.jpeg_slices import (  # noqa: E402
     ASSUMED_PIXEL_SPACING_MM,
     check_window_inside,
     fit_window_from_volumes,
     read_jpeg_slices,
     slice_sample,
 )
-from PancreasRSTNLib.metrics import dice  # noqa: E402
-from PancreasRSTNLib.model_package import load_model_package  # noqa: E402
-from PancreasRSTNLib.resampling import Resampling  # noqa: E402
-from PancreasRSTNLib.segmentation import run_on_grid  # noqa: E402
-from PancreasRSTNLib.trainer import TrainCase, TrainConfig, train  # noqa: E402
+from PancreasRSTNLib.training.trainer import TrainCase, TrainConfig, train  # noqa: E402
 
 MODEL_NAME = "pancreas-nih-light-1.5mm"
 SPACING = (1.5, 1.5, 1.5)  # canonical rows, cols, slices (mm)
@@ -86,7 +87,7 @@ def experiments(include_jpeg_ablation: bool) -> dict[str, dict]:
 def borrowed_package(work: Path, name: str, spec: dict) -> Path:
     """The ablation's Z network with the X and Y networks of ``spec['borrow_views_from']`` (trained on the same
     samples), as one package to test."""
-    from PancreasRSTNLib.model_package import save_model_package
+    from PancreasRSTNLib.io.model_package import save_model_package
 
     combined = work / name / "model_xyz"
     if (combined / "model.json").is_file():
@@ -142,8 +143,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         schedule=(("S", steps[0]), ("I", steps[1]), ("J", steps[2])), j_decay_every=max(1, steps[2] // 2),
         optimizer="adamw", lr=args.lr, coarse_lr_ratio=1.0, negative_fraction=args.negative_fraction, seed=args.seed,
         checkpoint_every=500, log_every=50, hu_window=tuple(args.hu_window),
-        augment=AugmentConfig(unenhanced_probability=args.unenhanced, fatty_organ_probability=args.fatty_organ), spacing=SPACING,
-        bn_recalibration=False,
+        augment=AugmentConfig(unenhanced_probability=args.unenhanced, fatty_organ_probability=args.fatty_organ),
+        spacing=SPACING, bn_recalibration=False,
     )
 
 
@@ -168,8 +169,8 @@ def test_volume(package, hu: np.ndarray, truth: np.ndarray, spacing: tuple, view
     config = InferenceConfig(views=tuple(views))
     t0 = time.perf_counter()
     rounds = []
-    for r in run_on_grid(package.models, hu, spacing, config, model_spacing=package.spacing, window=package.window,
-                         device=device):
+    engine = RSTNEngine(package.models, config, device=device, window=package.window)
+    for r in run_on_grid(engine, hu, GridMapping.for_input(hu.shape, spacing, package.spacing)):
         rounds.append(r)
         r.canonical_mask  # noqa: B018 - computed now, so that it is timed with its round
     seconds = time.perf_counter() - t0
@@ -178,8 +179,9 @@ def test_volume(package, hu: np.ndarray, truth: np.ndarray, spacing: tuple, view
            "inter_round_dsc": [round(float(r.dsc_to_previous), 4) for r in rounds[1:]],
            "fine_rounds": len(rounds) - 1, "stop_reason": rounds[-1].stop_reason, "seconds": round(seconds, 1),
            "input_shape": list(hu.shape), "input_spacing": [round(float(s), 3) for s in spacing],
-           "model_grid": list(rounds[0].probability.shape),
-           "volume_ml": round(rounds[-1].volume_ml, 1), "truth_ml": round(float(truth.sum()) * float(np.prod(spacing)) / 1000, 1)}
+           "model_grid": list(rounds[0].result.probability.shape),
+           "volume_ml": round(rounds[-1].volume_ml, 1),
+           "truth_ml": round(float(truth.sum()) * float(np.prod(spacing)) / 1000, 1)}
     if figure is not None:
         save_figure(hu, truth, rounds, dsc, figure)
         out["figure"] = str(figure)
@@ -188,7 +190,7 @@ def test_volume(package, hu: np.ndarray, truth: np.ndarray, spacing: tuple, view
 
 def save_figure(hu: np.ndarray, truth: np.ndarray, rounds: list, dsc: list[float], path: Path) -> None:
     """Axial slice with the most organ: truth, each round's mask, and the Z view's saliency channels of round 1."""
-    from PancreasRSTNLib.plots import round_figure
+    from PancreasRSTNLib.evaluation.plots import round_figure
 
     z = int(np.argmax(np.count_nonzero(truth, axis=(0, 1))))
     shown = rounds[:6]
@@ -229,13 +231,13 @@ def test_totalseg(package_dir: Path, data_root: Path, device: str) -> dict:
     """The TotalSegmentator example CT (3 mm, model-made labels: label 7 = pancreas), read as a user would."""
     import SimpleITK as sitk
 
-    from PancreasRSTNLib.segmentation import canonical_hu
+    from PancreasRSTNLib.engine.segmentation import canonical_hu
 
     package = load_model_package(package_dir)
     image = sitk.ReadImage(str(data_root / "totalseg_ct_abdomen_3mm.nii.gz"))
     labels = sitk.ReadImage(str(data_root / "totalseg_ct_abdomen_3mm_labels.nii.gz"))
     hu, geometry = canonical_hu(image)
-    from PancreasRSTNLib.geometry import array_to_canonical
+    from PancreasRSTNLib.io.geometry import array_to_canonical
 
     truth = np.ascontiguousarray(array_to_canonical(sitk.GetArrayViewFromImage(labels), geometry)) == 7
     return {views: test_volume(package, hu, truth, geometry.canonical_spacing, views, device)

@@ -30,18 +30,8 @@ def init_distributed() -> DistInfo:
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
-    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(device: str, dist_info: DistInfo) -> torch.device:
-    """'auto' or 'cuda': this rank's own GPU (LOCAL_RANK) when torch sees one; 'cpu': the CPU. An explicit
-    'cuda' without a GPU is refused with the fix (``resolve_device``)."""
-    from .inference import resolve_device
-
-    resolved = resolve_device(device)
-    if resolved.type == "cuda" and resolved.index is None:
-        return torch.device("cuda", dist_info.local_rank % max(torch.cuda.device_count(), 1))
-    return resolved
+    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(),
+                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def barrier(dist_info: DistInfo) -> None:

@@ -39,8 +39,10 @@ ORGANS: dict[str, Organ] = {
         Organ("liver", "Liver", "10200004", "Liver", (221 / 255, 130 / 255, 101 / 255), 1),
         Organ("stomach", "Stomach", "69695003", "Stomach", (216 / 255, 132 / 255, 105 / 255), 1),
         Organ("duodenum", "Duodenum", "38848004", "Duodenum", (255 / 255, 253 / 255, 229 / 255), 1),
-        Organ("left_adrenal_gland", "Left adrenal gland", "29534000", "Left adrenal gland", (244 / 255, 217 / 255, 154 / 255), 1),
-        Organ("right_adrenal_gland", "Right adrenal gland", "281625007", "Right adrenal gland", (244 / 255, 217 / 255, 154 / 255), 1),
+        Organ("left_adrenal_gland", "Left adrenal gland", "29534000", "Left adrenal gland",
+              (244 / 255, 217 / 255, 154 / 255), 1),
+        Organ("right_adrenal_gland", "Right adrenal gland", "281625007", "Right adrenal gland",
+              (244 / 255, 217 / 255, 154 / 255), 1),
         Organ("esophagus", "Esophagus", "32849002", "Esophagus", (211 / 255, 171 / 255, 143 / 255), 1),
     )
 }

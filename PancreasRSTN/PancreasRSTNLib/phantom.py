@@ -19,7 +19,7 @@ Label values of the multi-organ map (``multi_label=True``); with ``multi_label=F
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,8 +74,8 @@ class _Painter:
         self.hu = np.full(shape, -1000.0, dtype=np.float32)
         self.label = np.zeros(shape, dtype=np.uint8)
 
-    def paint(self, index, mask: np.ndarray, hu: float | np.ndarray, label: int | None = None,
-              clear_label: bool = True) -> None:
+    def paint(self, index: tuple[slice, slice, slice], mask: np.ndarray, hu: float | np.ndarray,
+              label: int | None = None, clear_label: bool = True) -> None:
         if mask.size == 0 or not mask.any():
             return
         view = self.hu[index]
@@ -89,7 +89,8 @@ class _Painter:
         elif clear_label:
             lab[mask] = 0
 
-    def ellipsoid(self, center, radii, hu, label=None, angle: float = 0.0, shell: float = 0.0,
+    def ellipsoid(self, center: Sequence[float], radii: Sequence[float], hu: float | np.ndarray,
+                  label: int | None = None, angle: float = 0.0, shell: float = 0.0,
                   shell_hu: float | None = None) -> np.ndarray | None:
         """An ellipsoid, optionally rotated by ``angle`` (rad) in the axial (a, lat) plane, with an optional
         shell of another HU (kidney cortex, bone cortex)."""
@@ -108,7 +109,8 @@ class _Painter:
             self.paint(index, mask & (inner > 1.0), shell_hu, label)
         return mask
 
-    def cylinder(self, center_al, radii_al, i_range, hu, label=None, angle: float = 0.0) -> None:
+    def cylinder(self, center_al: Sequence[float], radii_al: Sequence[float], i_range: Sequence[float],
+                 hu: float | np.ndarray, label: int | None = None, angle: float = 0.0) -> None:
         """An elliptic cylinder along the body axis (vessels, spine, muscles)."""
         ci = 0.5 * (i_range[0] + i_range[1])
         hi = 0.5 * (i_range[1] - i_range[0])
@@ -122,7 +124,8 @@ class _Painter:
         mask = np.broadcast_to(mask2d, mask2d.shape[:2] + (n_i,))
         self.paint(index, mask, hu, label)
 
-    def tube(self, points: np.ndarray, radii: np.ndarray, hu, label=None) -> np.ndarray:
+    def tube(self, points: np.ndarray, radii: np.ndarray, hu: float | np.ndarray, label: int | None = None
+             ) -> np.ndarray:
         """A tube of varying radius along a sampled centreline (union of spheres), returned as a
         full-volume boolean mask for later use."""
         lo = (points - radii[:, None]).min(axis=0)
@@ -277,6 +280,31 @@ def _to_image(canonical: np.ndarray, spacing_xyz: tuple[float, float, float]) ->
     return img
 
 
+def default_spacing(size_xyz: Sequence[int]) -> tuple[float, float, float]:
+    """The ITK spacing (x, y, z; mm) of a phantom of this size: the fixed field of view over the voxel counts."""
+    return tuple(f / n for f, n in zip(DEFAULT_FOV_MM, size_xyz, strict=True))  # type: ignore[return-value]
+
+
+def canonical_spacing(size_xyz: Sequence[int]) -> tuple[float, float, float]:
+    """The spacing (mm) of ``make_phantom_canonical``'s arrays, in canonical axis order (rows, cols, slices)."""
+    sx, sy, sz = default_spacing(size_xyz)
+    return (sy, sx, sz)
+
+
+def phantom_name(seed: int) -> str:
+    """A phantom case's name, the same in training, evaluation and model.json."""
+    return f"phantom_{seed:05d}"
+
+
+def phantom_series(size_xyz: Sequence[int], first_seed: int, count: int
+                   ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, HU, pancreas label) of the canonical phantoms with seeds first_seed .. first_seed+count-1, made one
+    at a time: the trainer's cases and the evaluation's are the same phantoms of the same seeds."""
+    for seed in range(first_seed, first_seed + count):
+        hu, label = make_phantom_canonical(size_xyz, seed=seed)
+        yield phantom_name(seed), hu, label
+
+
 def make_phantom(size: Sequence[int] = DEFAULT_SIZE, spacing: Sequence[float] | None = None, seed: int = 0,
                  multi_label: bool = False, noise_hu: float | None = None) -> tuple[sitk.Image, sitk.Image]:
     """Make one phantom case: (CT image int16 HU, label image uint8) on the same grid.
@@ -290,7 +318,7 @@ def make_phantom(size: Sequence[int] = DEFAULT_SIZE, spacing: Sequence[float] | 
     if len(size_xyz) != 3 or min(size_xyz) < 8:
         raise ValueError(f"Phantom size {size_xyz} is invalid: give three sizes of at least 8 voxels, e.g. 128x128x64.")
     if spacing is None:
-        spacing_xyz = tuple(f / n for f, n in zip(DEFAULT_FOV_MM, size_xyz, strict=True))
+        spacing_xyz = default_spacing(size_xyz)
     else:
         spacing_xyz = tuple(float(s) for s in spacing)
         if len(spacing_xyz) != 3 or min(spacing_xyz) <= 0:
@@ -304,11 +332,11 @@ def make_phantom_canonical(size: Sequence[int] = DEFAULT_SIZE, spacing: Sequence
     """The phantom directly in the canonical layout (R, C, S) = (y, x, z sizes): (HU int16, label uint8).
     Same arrays as ``geometry.to_canonical`` of ``make_phantom``'s images, without the round trip."""
     size_xyz = tuple(int(s) for s in size)
-    spacing_xyz = tuple(f / n for f, n in zip(DEFAULT_FOV_MM, size_xyz, strict=True)) if spacing is None else tuple(spacing)
+    spacing_xyz = default_spacing(size_xyz) if spacing is None else tuple(spacing)
     return _canonical_phantom(size_xyz, spacing_xyz, int(seed), multi_label, None)
 
 
-def parse_triple(text: str, kind=float) -> tuple:
+def parse_triple(text: str, kind: Callable[[str], float] = float) -> tuple:
     """'128x128x64' or '2.5,2.5,3' -> a 3-tuple."""
     parts = text.replace(",", "x").lower().split("x")
     if len(parts) != 3:

@@ -30,7 +30,7 @@ class ModelsSection:
 
     def refresh(self) -> None:
         """The table of installed models, the organ list of the Segment section, and every model's warning."""
-        from PancreasRSTNLib.user_models import user_models_dir
+        from PancreasRSTNLib.io.user_models import user_models_dir
 
         self.models = self.logic.installed_models()
         self.ui.modelsFolderLabel.text = f"Your models folder: {user_models_dir()}"
@@ -72,7 +72,7 @@ class ModelsSection:
             self.refresh()
 
     def import_reference(self) -> None:
-        from PancreasRSTNLib.user_models import import_reference
+        from PancreasRSTNLib.io.user_models import import_reference
 
         checkpoints = {view: qt.QFileDialog.getOpenFileName(None, f"Reference checkpoint for view {view} (Cancel to "
                                                             "skip)", "", "PyTorch checkpoints (*.pkl *.pth *.pt)")
@@ -89,7 +89,7 @@ class ModelsSection:
         slicer.util.infoDisplay(model_manager.verify_report(self.models), windowTitle="PancreasRSTN: verify models")
 
     def open_folder(self) -> None:
-        from PancreasRSTNLib.user_models import user_models_dir
+        from PancreasRSTNLib.io.user_models import user_models_dir
 
         qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(user_models_dir())))
 

@@ -11,10 +11,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import SimpleITK as sitk
 
-from PancreasRSTNLib.background_run import Job, user_message
+from PancreasRSTNLib.app.background_run import Job, user_message
 from PancreasRSTNLib.errors import InputImageError, ModelPackageError, RSTNError
 from PancreasRSTNLib.organs import get_organ
 
@@ -31,6 +32,9 @@ from .scene_nodes import (
     viridis_color_node,
 )
 from .session import RoundNodes, RunResult, RunSession, arbitrate
+
+if TYPE_CHECKING:
+    from PancreasRSTNLib.engine.segmentation import CheckedCT
 
 
 @dataclass
@@ -52,7 +56,7 @@ class RunOptions:
     resample: bool = True  # to the model's spacing, when the CT's differs by more than 10 %
 
     def inference_config(self):
-        from PancreasRSTNLib.inference import InferenceConfig
+        from PancreasRSTNLib.engine.inference import InferenceConfig
 
         config = InferenceConfig(thr=self.thr, max_iter=self.max_iter, prob_threshold=self.prob_threshold,
                                  margin=self.margin, postprocess=self.postprocess, views=tuple(self.views),
@@ -69,31 +73,30 @@ class PancreasRSTNLogic:
         self.models_root = Path(models_root) if models_root else None
 
     # ---------------------------------------------------------------- input and models
-    def validate_input(self, input_node, allow_non_ct: bool = False) -> sitk.Image:
-        """Check the input node and return a copy of it as a SimpleITK image (LPS, same grid)."""
-        from PancreasRSTNLib.volume_io import validate_ct
+    def validate_input(self, input_node, allow_non_ct: bool = False) -> CheckedCT:
+        """Check the input node and its voxels (a 3-D CT in HU) and return them canonical, with the geometry back
+        to the node's grid (LPS). The run's one check of its input: every organ of the run starts from it."""
+        from PancreasRSTNLib.engine.segmentation import prepare_ct
 
         if input_node is None:
-            raise InputImageError("No input volume selected. Load a CT (File > Add Data or DICOM) and select it as input.")
+            raise InputImageError("No input volume selected. Load a CT (File > Add Data or DICOM) and select it as "
+                                  "input.")
+        name = input_node.GetName()
         if input_node.IsA("vtkMRMLLabelMapVolumeNode") or input_node.IsA("vtkMRMLSegmentationNode"):
-            raise InputImageError(
-                f"'{input_node.GetName()}' is a labelmap (segmentation), not a CT image. Select the CT volume itself as input."
-            )
+            raise InputImageError(f"'{name}' is a labelmap (segmentation), not a CT image. Select the CT volume "
+                                  "itself as input.")
         if not input_node.IsA("vtkMRMLScalarVolumeNode") or input_node.IsA("vtkMRMLVectorVolumeNode"):
-            raise InputImageError(f"'{input_node.GetName()}' ({input_node.GetClassName()}) is not a scalar CT volume.")
+            raise InputImageError(f"'{name}' ({input_node.GetClassName()}) is not a scalar CT volume.")
         if input_node.GetImageData() is None:
-            raise InputImageError(f"'{input_node.GetName()}' has no voxel data (still loading?).")
+            raise InputImageError(f"'{name}' has no voxel data (still loading?).")
         transform = input_node.GetParentTransformNode()
         if transform is not None and not transform.IsTransformToWorldLinear():
-            raise InputImageError(
-                f"'{input_node.GetName()}' is under a non-linear transform. Harden the transform (Transforms module) first."
-            )
-        image = volume_node_to_image(input_node)
-        validate_ct(image, allow_non_ct=allow_non_ct)
-        return image
+            raise InputImageError(f"'{name}' is under a non-linear transform. Harden the transform (Transforms "
+                                  "module) first.")
+        return prepare_ct(volume_node_to_image(input_node), allow_non_ct)
 
     def installed_models(self):
-        from PancreasRSTNLib.user_models import list_models
+        from PancreasRSTNLib.io.user_models import list_models
 
         return list_models(self.models_root)
 
@@ -102,7 +105,7 @@ class PancreasRSTNLogic:
         the tags): its name, spacing and measured accuracy, and its warning; or why none would be used."""
         import html
 
-        from PancreasRSTNLib.user_models import find_model
+        from PancreasRSTNLib.io.user_models import find_model
 
         try:
             model = find_model(get_organ(organ).name, self.installed_models())
@@ -120,7 +123,7 @@ class PancreasRSTNLogic:
 
     def resolve_jobs(self, organs: Sequence[str]) -> list[Job]:
         """One job per organ, with the model that segments it (ModelPackageError when one is missing)."""
-        from PancreasRSTNLib.user_models import find_model
+        from PancreasRSTNLib.io.user_models import find_model
 
         if not organs:
             raise ModelPackageError("No organ chosen. Pick at least one organ with an installed model.")
@@ -134,10 +137,10 @@ class PancreasRSTNLogic:
     # ---------------------------------------------------------------- runs
     def begin_run(self, input_node, options: RunOptions) -> RunSession:
         """Check input, options and models, then open a session (creates the run folder only)."""
-        image = self.validate_input(input_node, options.allow_non_ct)
+        ct = self.validate_input(input_node, options.allow_non_ct)
         options.inference_config()
         jobs = self.resolve_jobs(options.organs)
-        return RunSession(self.context, input_node, image, options, jobs)
+        return RunSession(self.context, input_node, ct, options, jobs)
 
     def run(self, input_node, options: RunOptions | None = None,
             progress: Callable[[float, str], None] | None = None, cancel: Callable[[], bool] | None = None,
@@ -195,7 +198,8 @@ class PancreasRSTNLogic:
             return path
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "PancreasRSTN export")
         try:
-            ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportVisibleSegmentsToLabelmapNode(seg, labelmap, reference_node)
+            segmentations = slicer.vtkSlicerSegmentationsModuleLogic
+            ok = segmentations.ExportVisibleSegmentsToLabelmapNode(seg, labelmap, reference_node)
             if not ok:
                 raise RSTNError("Could not convert the segmentation to a labelmap for export.")
             image = volume_node_to_image(labelmap)

@@ -18,8 +18,8 @@ def table_rows(models) -> list[tuple[str, ...]]:
 
 def organ_choices(models) -> list[tuple[str, str]]:
     """(display name, organ) of every organ that has an installed model, in the default order."""
+    from PancreasRSTNLib.io.user_models import models_by_organ
     from PancreasRSTNLib.organs import ORGANS
-    from PancreasRSTNLib.user_models import models_by_organ
 
     return [(ORGANS[organ].display_name, organ) for organ in models_by_organ(models) if organ in ORGANS]
 
@@ -27,7 +27,7 @@ def organ_choices(models) -> list[tuple[str, str]]:
 def install(source: str | Path, replace: Callable[[str], bool], user_root: str | Path | None = None):
     """Install a folder or zip; when a model of that name is installed, ``replace(question)`` decides. Returns the
     installed model, or None when the user kept the installed one."""
-    from PancreasRSTNLib.user_models import install_model
+    from PancreasRSTNLib.io.user_models import install_model
 
     try:
         return install_model(source, user_root=user_root)
@@ -38,7 +38,7 @@ def install(source: str | Path, replace: Callable[[str], bool], user_root: str |
 
 
 def verify_report(models) -> str:
-    from PancreasRSTNLib.user_models import verify_all
+    from PancreasRSTNLib.io.user_models import verify_all
 
     lines = [f"{'OK' if status == 'OK' else 'FAILED'}: {path.name}" + ("" if status == "OK" else f" \u2014 {status}")
              for path, status in verify_all(models).items()]

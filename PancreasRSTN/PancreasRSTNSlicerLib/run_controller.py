@@ -12,10 +12,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from PancreasRSTNLib.background_run import (
+from PancreasRSTNLib.app.background_run import (
     BackgroundRun,
     Failed,
     Finished,
+    JobOptions,
     Progress,
     RoundReady,
     iterate_jobs,
@@ -68,8 +69,8 @@ class RunController:
     def start(self, input_node, options, **job_kwargs) -> RunSession:
         """Check everything and start; raises (nothing made) when the input, options or models are wrong."""
         self.session = self.logic.begin_run(input_node, options)
-        self._run = BackgroundRun(self.session.image, self.session.jobs, self.session.config, options.device,
-                                  allow_non_ct=options.allow_non_ct, resample=options.resample, **job_kwargs).start()
+        self._run = BackgroundRun(self.session.ct, self.session.jobs, self.session.config, options.device,
+                                  resample=options.resample, **job_kwargs).start()
         return self.session
 
     def cancel(self) -> None:
@@ -111,9 +112,9 @@ class RunController:
         """The whole run in this thread. On any error the scene is left unchanged and the error is raised."""
         self.session = session = self.logic.begin_run(input_node, options)
         try:
-            for organ, result in iterate_jobs(session.image, session.jobs, session.config, options.device,
-                                              progress=progress, cancel=cancel, allow_non_ct=options.allow_non_ct,
-                                              resample=options.resample, **job_kwargs):
+            job_options = JobOptions(resample=options.resample, **job_kwargs)  # the input is checked already
+            for organ, result in iterate_jobs(session.ct, session.jobs, session.config, options.device,
+                                              progress=progress, cancel=cancel, options=job_options):
                 nodes = self._on_round(organ, result)
                 if on_round is not None:
                     on_round(nodes)

@@ -141,7 +141,8 @@ def run_folders(sh, input_node) -> list[int]:
     out = []
     for i in range(ids.GetNumberOfIds()):
         item = ids.GetId(i)
-        if sh.GetItemAttribute(item, INPUT_ATTRIBUTE) == input_node.GetID() and sh.GetItemAttribute(item, RUN_ATTRIBUTE):
+        same_input = sh.GetItemAttribute(item, INPUT_ATTRIBUTE) == input_node.GetID()
+        if same_input and sh.GetItemAttribute(item, RUN_ATTRIBUTE):
             out.append(item)
     return out
 

@@ -7,12 +7,12 @@ study. MRML only (no Qt): tested with slicer-core.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from PancreasRSTNLib.background_run import Job
+from PancreasRSTNLib.app.background_run import Job
 from PancreasRSTNLib.errors import RSTNError
 from PancreasRSTNLib.organs import get_organ
 
@@ -34,29 +34,14 @@ from .scene_nodes import (
     viridis_color_node,
 )
 
+if TYPE_CHECKING:
+    from PancreasRSTNLib.engine.segmentation import CheckedCT, GridRound
+    from PancreasRSTNLib.io.geometry import CanonicalGeometry
 
-def round_mask_image(result, label_value: int = 1) -> sitk.Image:
-    """The round's mask on the input grid, ``label_value`` inside and 0 outside, as UInt8
-    (segmentation.GridRound method, or a 0/1 image attribute)."""
-    mask = result.mask_image
-    if callable(mask):
-        return mask(label_value)
-    return sitk.Cast(mask > 0, sitk.sitkUInt8) * label_value
-
-
-def round_probability_image(result) -> sitk.Image:
-    probability = result.probability_image
-    return probability() if callable(probability) else probability
-
-
-def round_saliency_images(result) -> dict[str, list[sitk.Image]]:
-    """view -> the three channel images, each on its sub-region of the input grid."""
-    saliency = getattr(result, "saliency_images", None)
-    if saliency is None:
-        return {}
-    if callable(saliency):
-        return {view: saliency(view) for view in sorted(result.saliency)}
-    return dict(saliency)
+#: The columns of an organ's rounds table, in order, with their VTK array class names.
+TABLE_COLUMNS = (("round", "vtkIntArray"), ("stage", "vtkStringArray"), ("dsc_to_previous", "vtkDoubleArray"),
+                 ("voxels", "vtkIntArray"), ("volume_ml", "vtkDoubleArray"), ("seconds", "vtkDoubleArray"),
+                 ("device", "vtkStringArray"), ("converged", "vtkIntArray"))
 
 
 @dataclass
@@ -84,11 +69,11 @@ class RunResult:
 class RunSession:
     """One run on one input volume: created by ``PancreasRSTNLogic.begin_run`` after all checks passed."""
 
-    def __init__(self, context: SceneContext, input_node, image: sitk.Image, options, jobs: list[Job]) -> None:
+    def __init__(self, context: SceneContext, input_node, ct: CheckedCT, options, jobs: list[Job]) -> None:
         self.context = context
         self.scene = context.scene
         self.input_node = input_node
-        self.image = image
+        self.ct = ct  # the input, checked once for the whole run (every organ starts from it)
         self.options = options
         self.jobs = jobs
         self.config = options.inference_config()
@@ -109,7 +94,8 @@ class RunSession:
         if not parent:
             parent = sh.GetSceneItemID()
         names = "+".join(get_organ(j.organ).display_name for j in jobs)
-        self.folder_item = sh.CreateFolderItem(parent, f"PancreasRSTN {names} {EN_DASH} {input_node.GetName()} {EN_DASH} run {self.run_number}")
+        self.folder_item = sh.CreateFolderItem(
+            parent, f"PancreasRSTN {names} {EN_DASH} {input_node.GetName()} {EN_DASH} run {self.run_number}")
         sh.SetItemAttribute(self.folder_item, RUN_ATTRIBUTE, str(self.run_number))
         sh.SetItemAttribute(self.folder_item, INPUT_ATTRIBUTE, input_node.GetID())
         self.saliency_folder = 0
@@ -136,7 +122,8 @@ class RunSession:
             sh.CreateItem(target, node)
         return node
 
-    def _volume(self, class_name: str, name: str, image: sitk.Image, dtype, parent_item: int | None = None, role: str = ""):
+    def _volume(self, class_name: str, name: str, image: sitk.Image, dtype, parent_item: int | None = None,
+                role: str = ""):
         node = self._add(class_name, name, parent_item, role)
         update_volume_node_from_image(node, image, dtype)
         place_like(node, self.input_node)
@@ -147,7 +134,8 @@ class RunSession:
 
     def _ensure_chart(self):
         if self.chart is None:
-            self.chart = self._add("vtkMRMLPlotChartNode", f"PancreasRSTN {EN_DASH} DSC vs round {EN_DASH} run {self.run_number}", role="chart")
+            self.chart = self._add("vtkMRMLPlotChartNode",
+                                   f"PancreasRSTN {EN_DASH} DSC vs round {EN_DASH} run {self.run_number}", role="chart")
             self.chart.SetTitle("Inter-round DSC")
             self.chart.SetXAxisTitle("round")
             self.chart.SetYAxisTitle("DSC to previous round")
@@ -160,10 +148,8 @@ class RunSession:
 
         display = get_organ(organ).display_name
         table = self._add("vtkMRMLTableNode", f"{display} {EN_DASH} rounds", role="table")
-        for name, cls in (("round", vtk.vtkIntArray), ("stage", vtk.vtkStringArray), ("dsc_to_previous", vtk.vtkDoubleArray),
-                          ("voxels", vtk.vtkIntArray), ("volume_ml", vtk.vtkDoubleArray), ("seconds", vtk.vtkDoubleArray),
-                          ("device", vtk.vtkStringArray), ("converged", vtk.vtkIntArray)):
-            column = cls()
+        for name, class_name in TABLE_COLUMNS:
+            column = getattr(vtk, class_name)()
             column.SetName(name)
             table.AddColumn(column)
         series = self._add("vtkMRMLPlotSeriesNode", f"{display} {EN_DASH} DSC", role="series")
@@ -192,53 +178,59 @@ class RunSession:
         return seq
 
     # ---------------------------------------------------------------- rounds
-    def add_round(self, organ: str, result) -> RoundNodes:
+    def add_round(self, organ: str, result: GridRound) -> RoundNodes:
         """Turn one round of one organ into nodes (mask, saliency, table row, sequence item)."""
         if self.closed:
             raise RSTNError("This run is finished; start a new one.")
-        o = get_organ(organ)
-        index = int(result.index)
-        label = organ_label_value(organ)
-        mask_image = round_mask_image(result, label)
-        labelmap = self._volume("vtkMRMLLabelMapVolumeNode", f"{o.display_name} {EN_DASH} round {index}", mask_image, np.uint8,
-                                role="round")
+        display_name = get_organ(organ).display_name
+        labelmap = self._volume("vtkMRMLLabelMapVolumeNode", f"{display_name} {EN_DASH} round {result.index}",
+                                result.mask_image(organ_label_value(organ)), np.uint8, role="round")
         labelmap.GetDisplayNode().SetAndObserveColorNodeID(self._shared(organ_color_table).GetID())
-        labelmap.SetAttribute("PancreasRSTN.Round", str(index))
+        labelmap.SetAttribute("PancreasRSTN.Round", str(result.index))
         labelmap.SetAttribute("PancreasRSTN.Organ", organ)
-        nodes = RoundNodes(organ, index, str(result.stage), labelmap)
+        nodes = RoundNodes(organ, result.index, result.stage, labelmap)
+        for view in result.saliency_views:
+            nodes.saliency[view] = self._add_saliency(display_name, result, view)
+        self._add_table_row(organ, result)
+        self._sequence(organ).SetDataNodeAtValue(labelmap, str(result.index))
+        self.rounds.setdefault(organ, []).append(nodes)
+        self.final[organ] = result
+        self.converged[organ] = result.converged
+        if self.options.keep_only_final and len(self.rounds[organ]) > 1:
+            self._drop_round_nodes(self.rounds[organ][-2])  # show only the newest round while running
+        return nodes
 
-        saliency_images = round_saliency_images(result)
-        if saliency_images:
-            if not self.saliency_folder:
-                sh = self.context.sh_node
-                self.saliency_folder = sh.CreateFolderItem(self.folder_item, "Saliency maps")
-            colors = self._shared(viridis_color_node)
-            for view, channels in saliency_images.items():
-                nodes.saliency[view] = []
-                for c, image in enumerate(channels):
-                    node = self._volume("vtkMRMLScalarVolumeNode",
-                                        f"{o.display_name} {EN_DASH} round {index} {EN_DASH} saliency {view} ch{c}",
-                                        image, np.float32, self.saliency_folder, role="saliency")
-                    display = node.GetDisplayNode()
-                    display.SetAndObserveColorNodeID(colors.GetID())
-                    array = sitk.GetArrayViewFromImage(image)
-                    lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
-                    display.AutoWindowLevelOff()
-                    display.SetWindowLevelMinMax(lo, hi if hi > lo else lo + 1.0)
-                    node.SetAttribute("PancreasRSTN.Round", str(index))
-                    node.SetAttribute("PancreasRSTN.View", view)
-                    node.SetAttribute("PancreasRSTN.Channel", str(c))
-                    nodes.saliency[view].append(node)
+    def _add_saliency(self, display_name: str, result: GridRound, view: str) -> list:
+        """The three saliency channels of ``view`` as scalar volumes (Viridis) in the run's saliency folder."""
+        if not self.saliency_folder:
+            self.saliency_folder = self.context.sh_node.CreateFolderItem(self.folder_item, "Saliency maps")
+        colors = self._shared(viridis_color_node)
+        channels = []
+        for c, image in enumerate(result.saliency_images(view)):
+            node = self._volume("vtkMRMLScalarVolumeNode",
+                                f"{display_name} {EN_DASH} round {result.index} {EN_DASH} saliency {view} ch{c}",
+                                image, np.float32, self.saliency_folder, role="saliency")
+            display = node.GetDisplayNode()
+            display.SetAndObserveColorNodeID(colors.GetID())
+            array = sitk.GetArrayViewFromImage(image)
+            lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
+            display.AutoWindowLevelOff()
+            display.SetWindowLevelMinMax(lo, hi if hi > lo else lo + 1.0)
+            node.SetAttribute("PancreasRSTN.Round", str(result.index))
+            node.SetAttribute("PancreasRSTN.View", view)
+            node.SetAttribute("PancreasRSTN.Channel", str(c))
+            channels.append(node)
+        return channels
 
-        voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mask_image)))
-        spacing = self.image.GetSpacing()
+    def _add_table_row(self, organ: str, result: GridRound) -> None:
+        """The round's row of the organ's table (and so a point of the DSC plot)."""
         table = self._table(organ)
         dsc = result.dsc_to_previous
-        seconds = float(sum((getattr(result, "seconds", None) or {}).values()))
+        values = {"round": result.index, "stage": result.stage,
+                  "dsc_to_previous": float("nan") if dsc is None else float(dsc), "voxels": result.voxel_count,
+                  "volume_ml": result.volume_ml, "seconds": float(sum(result.seconds.values())),
+                  "device": result.device, "converged": int(result.converged)}
         row = table.AddEmptyRow()
-        values = {"round": index, "stage": str(result.stage), "dsc_to_previous": float("nan") if dsc is None else float(dsc),
-                  "voxels": voxels, "volume_ml": voxels * float(np.prod(spacing)) / 1000.0, "seconds": seconds,
-                  "device": str(getattr(result, "device", "")), "converged": int(bool(getattr(result, "converged", False)))}
         vtable = table.GetTable()
         for name, value in values.items():
             column = vtable.GetColumnByName(name)
@@ -249,23 +241,15 @@ class RunSession:
         vtable.Modified()
         table.Modified()
 
-        self._sequence(organ).SetDataNodeAtValue(labelmap, str(index))
-        self.rounds.setdefault(organ, []).append(nodes)
-        self.final[organ] = result
-        self.converged[organ] = bool(getattr(result, "converged", False))
-        if self.options.keep_only_final and len(self.rounds[organ]) > 1:
-            self._drop_round_nodes(self.rounds[organ][-2])  # show only the newest round while running
-        return nodes
-
     def _final_mask_and_probability(self, organ: str) -> tuple[np.ndarray, np.ndarray | None]:
         """(mask, probability) of an organ's newest round on the input grid, as [k, j, i] arrays; the probability
         only when several organs must be arbitrated."""
         result = self.final[organ]
-        mask = sitk.GetArrayFromImage(round_mask_image(result)) > 0
+        mask = sitk.GetArrayFromImage(result.mask_image()) > 0
         if len(self.final) == 1:
             return mask, None
         # GetArrayFromImage copies: a view of the temporary image would dangle
-        return mask, sitk.GetArrayFromImage(round_probability_image(result)).astype(np.float32, copy=False)
+        return mask, sitk.GetArrayFromImage(result.probability_image()).astype(np.float32, copy=False)
 
     def _drop_round_nodes(self, nodes: RoundNodes) -> None:
         for node in [nodes.labelmap] + [n for ns in nodes.saliency.values() for n in ns]:
@@ -286,7 +270,7 @@ class RunSession:
             self.created.append(seg.GetNthDisplayNode(i).GetID())
         seg.SetReferenceImageGeometryParameterFromVolumeNode(self.input_node)
         place_like(seg, self.input_node)
-        fill_segmentation(self.scene, seg, label_array, self.image, list(self.final), self.input_node)
+        fill_segmentation(self.scene, seg, label_array, self.ct.geometry, list(self.final), self.input_node)
         if self.options.keep_only_final:
             for organ_rounds in self.rounds.values():
                 for nodes in organ_rounds:
@@ -333,14 +317,14 @@ def arbitrate(finals: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> np.nda
     labels = np.array([organ_label_value(o) for o in organs], dtype=np.uint8)
     return np.where(masks.any(axis=0), labels[winner], 0).astype(np.uint8)
 
-def fill_segmentation(scene, seg, label_array: np.ndarray, reference: sitk.Image, organs: list[str],
-                  input_node) -> None:
-    """Import a label array (on the input grid) into ``seg``: one segment per organ, with SNOMED CT
-    terminology and the standard colour, even when an organ ended up empty."""
+
+def fill_segmentation(scene, seg, label_array: np.ndarray, geometry: CanonicalGeometry, organs: list[str],
+                      input_node) -> None:
+    """Import a label array (on the input grid, whose ``geometry`` it gets) into ``seg``: one segment per
+    organ, with SNOMED CT terminology and the standard colour, even when an organ ended up empty."""
     import slicer
 
-    image = sitk.GetImageFromArray(label_array)
-    image.CopyInformation(reference)
+    image = geometry.apply_to(sitk.GetImageFromArray(label_array))
     temp = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "PancreasRSTN temporary labelmap")
     try:
         update_volume_node_from_image(temp, image, np.uint8)

@@ -19,12 +19,12 @@ MODEL_RELATIVE_PATH = Path("model")
 
 def train_command(dataset: str | Path, output: str | Path, organ: str, label_value: int, views: list[str],
                   preset: str, python: str | None = None, extra: list[str] | None = None) -> list[str]:
-    """``python -m PancreasRSTNLib.cli train ...`` with the GUI's choices (python: Slicer's PythonSlicer)."""
+    """``python -m PancreasRSTNLib train ...`` with the GUI's choices (python: Slicer's PythonSlicer)."""
     if preset not in PRESETS:
         raise ValueError(f"Unknown schedule preset '{preset}'. Known: {', '.join(PRESETS)}.")
     if not views:
         raise ValueError("Choose at least one view to train.")
-    command = [python or sys.executable, "-m", "PancreasRSTNLib.cli", "train", "--data", str(dataset),
+    command = [python or sys.executable, "-m", "PancreasRSTNLib", "train", "--data", str(dataset),
                "--out", str(output), "--organ", organ, "--label-value", str(int(label_value)),
                "--views", "".join(views), *PRESETS[preset]]
     return command + list(extra or [])

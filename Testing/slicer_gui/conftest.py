@@ -52,7 +52,8 @@ def module(qapp):
     saved = {name: sys.modules.get(name) for name in STANDIN_MODULES}
     saved_attributes = {name: getattr(slicer, name, None) for name in ("app", "modules", "mrmlScene")}
     sys.modules["qt"] = build_qt_module(widgets.CUSTOM_WIDGETS)
-    sys.modules["ctk"] = _module("ctk", **{c.__name__: c for c in widgets.CUSTOM_WIDGETS if c.__name__.startswith("ctk")})
+    sys.modules["ctk"] = _module("ctk", **{c.__name__: c for c in widgets.CUSTOM_WIDGETS
+                                           if c.__name__.startswith("ctk")})
     sys.modules["slicer.ScriptedLoadableModule"] = _module(
         "slicer.ScriptedLoadableModule", ScriptedLoadableModule=s.ScriptedLoadableModule,
         ScriptedLoadableModuleLogic=s.ScriptedLoadableModuleLogic,
@@ -85,7 +86,7 @@ def models_root(tmp_path, monkeypatch):
     root = tmp_path / "user_models"
     tiny_package(root / "tiny-pancreas", "pancreas", seed=0)
     monkeypatch.setenv("PANCREAS_RSTN_MODELS", str(root))
-    monkeypatch.setattr("PancreasRSTNLib.user_models.bundled_models_dirs", lambda: [])
+    monkeypatch.setattr("PancreasRSTNLib.io.user_models.bundled_models_dirs", lambda: [])
     return root
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import tiny_models
-from PancreasRSTNLib.model_package import default_metadata, save_model_package
+from PancreasRSTNLib.io.model_package import default_metadata, save_model_package
 
 
 def tiny_package(directory: Path, organ: str = "pancreas", seed: int = 0, name: str | None = None,

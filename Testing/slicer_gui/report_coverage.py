@@ -67,7 +67,8 @@ def main() -> int:
         widget_total += len(in_widget)
         widget_run += len([s for s in in_widget if s not in missing])
         share = 1 - len(missing) / len(statements) if statements else 1.0
-        print(f"  {path.relative_to(ROOT)}: {len(statements) - len(missing)}/{len(statements)} statements ({share:.0%})")
+        print(f"  {path.relative_to(ROOT)}: {len(statements) - len(missing)}/{len(statements)} statements "
+              f"({share:.0%})")
         groups: dict[str, list[int]] = {}
         for line in missing:
             groups.setdefault(_owner(path, line), []).append(line)

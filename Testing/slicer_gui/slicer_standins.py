@@ -119,7 +119,7 @@ def _is_node_type(kind) -> bool:
     return isinstance(kind, type) and kind.__name__.startswith("vtkMRML")
 
 
-def parameterNodeWrapper(cls):  # noqa: N802 - Slicer API name
+def parameterNodeWrapper(cls):  # noqa: N802, C901 - Slicer API name; C901 counts the nested class's methods
     """Typed fields of ``cls`` kept as parameters (node fields as node references) of a scripted module node."""
     fields = _field_types(cls)
     defaults = {name: getattr(cls, name) for name in fields if hasattr(cls, name)}

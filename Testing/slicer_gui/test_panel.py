@@ -112,7 +112,8 @@ def test_segment_shows_every_round_as_it_arrives(panel, scene, qtbot, always_on)
     assert maxima == list(range(1, len(names)))  # the slider grew one round at a time
     assert panel.ui.statusLabel.text.startswith("Done in") and panel.ui.progressBar.value == 1000
     seg = panel._result.segmentation
-    assert seg.GetSegmentation().GetNumberOfSegments() == 1 and "15776009" in seg.GetSegmentation().GetNthSegment(0).GetTerminology()
+    assert (seg.GetSegmentation().GetNumberOfSegments() == 1
+            and "15776009" in seg.GetSegmentation().GetNthSegment(0).GetTerminology())
     assert np.array_equal(sitk_array(volume), before)  # the input is never modified
     assert panel.ui.segmentButton.enabled and not panel.ui.cancelButton.enabled
     assert panel.logic.round_summary(panel._rounds[-1], panel.runs.session.tables["pancreas"]).startswith(
@@ -191,7 +192,7 @@ def test_the_out_of_memory_fallback_offers_the_cpu_and_runs_again(panel, scene, 
     import slicer
     import torch
 
-    import PancreasRSTNLib.segmentation as segmentation
+    import PancreasRSTNLib.engine.segmentation as segmentation
 
     real = segmentation.segment_image
     calls = []

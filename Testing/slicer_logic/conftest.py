@@ -31,8 +31,8 @@ def ctx():
 
 
 def _tiny_package(directory: Path, organ: str, seed: int, name: str | None = None) -> Path:
-    from PancreasRSTNLib.model import RSTN, RSTNConfig
-    from PancreasRSTNLib.model_package import default_metadata, save_model_package
+    from PancreasRSTNLib.io.model_package import default_metadata, save_model_package
+    from PancreasRSTNLib.models.model import RSTN, RSTNConfig
 
     torch.manual_seed(seed)
     config = RSTNConfig(backbone="light", backbone_kwargs={"widths": (4, 8)})

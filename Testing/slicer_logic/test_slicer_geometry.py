@@ -69,7 +69,7 @@ def test_canonical_layout_is_anatomical(ctx):
     """A bright voxel at the patient's anterior-left-superior corner must land at canonical row high
     (anterior), column high (left), slice low (superior), whatever the storage orientation: this fails if
     RAS and LPS are confused (the result would be mirrored)."""
-    from PancreasRSTNLib.geometry import to_canonical
+    from PancreasRSTNLib.io.geometry import to_canonical
 
     for name, direction in ORIENTATIONS.items():
         if name == "oblique":

@@ -67,8 +67,8 @@ def _ct_node(ctx, phantom_image, orientation="lps_file", name="CT"):
 @pytest.mark.parametrize("orientation", ["lps_file", "oblique", "permuted"])
 def test_rounds_on_exact_input_grid(ctx, models_root, phantom_image, orientation):
     """Every round's labelmap is on the input grid, and equals the core's result voxel for voxel."""
-    from PancreasRSTNLib.background_run import Job, iterate_jobs
-    from PancreasRSTNLib.inference import InferenceConfig
+    from PancreasRSTNLib.app.background_run import Job, iterate_jobs
+    from PancreasRSTNLib.engine.inference import InferenceConfig
 
     node = _ct_node(ctx, phantom_image, orientation)
     before = np.array(node_array_view(node))
@@ -79,7 +79,8 @@ def test_rounds_on_exact_input_grid(ctx, models_root, phantom_image, orientation
     assert len(rounds) >= 2 and rounds[0].stage == "coarse"
     # the same run straight through the core, on the image of the node
     config = InferenceConfig(max_iter=2, postprocess=False)
-    core = [r for _, r in iterate_jobs(volume_node_to_image(node), [Job("pancreas", models_root / "tiny-pancreas")], config, "cpu")]
+    core = [r for _, r in iterate_jobs(volume_node_to_image(node), [Job("pancreas", models_root / "tiny-pancreas")],
+                                       config, "cpu")]
     assert len(core) == len(rounds)
     for nodes, core_round in zip(rounds, core, strict=True):
         assert same_grid(nodes.labelmap, node)
@@ -247,7 +248,8 @@ def _assert_refused(ctx, logic, node, options, error, match):
 
 
 def test_no_volume(ctx, models_root):
-    _assert_refused(ctx, PancreasRSTNLogic(ctx, models_root), None, RunOptions(**FAST), InputImageError, "No input volume")
+    _assert_refused(ctx, PancreasRSTNLogic(ctx, models_root), None, RunOptions(**FAST), InputImageError,
+                    "No input volume")
 
 
 def test_labelmap_as_input(ctx, models_root, phantom_image):
@@ -268,7 +270,7 @@ def test_not_ct(ctx, models_root):
 
 
 def test_missing_model_for_organ(ctx, models_root, phantom_image, monkeypatch):
-    monkeypatch.setattr("PancreasRSTNLib.user_models.bundled_models_dirs", lambda: [])
+    monkeypatch.setattr("PancreasRSTNLib.io.user_models.bundled_models_dirs", lambda: [])
     node = _ct_node(ctx, phantom_image)
     _assert_refused(ctx, PancreasRSTNLogic(ctx, models_root), node, RunOptions(organs=["liver"], **FAST),
                     ModelPackageError, "No model is installed for organ 'liver'")
@@ -288,9 +290,9 @@ def test_cancelled_run_leaves_nothing(ctx, models_root, phantom_image):
 
 def test_out_of_memory_message(ctx, models_root, phantom_image, tmp_path):
     """A device out-of-memory error becomes the 'use CPU or a smaller batch' message; nothing is left."""
-    from PancreasRSTNLib.backbones import register_backbone
-    from PancreasRSTNLib.model import RSTN, RSTNConfig
-    from PancreasRSTNLib.model_package import default_metadata, save_model_package
+    from PancreasRSTNLib.io.model_package import default_metadata, save_model_package
+    from PancreasRSTNLib.models.backbones import register_backbone
+    from PancreasRSTNLib.models.model import RSTN, RSTNConfig
 
     class OutOfMemoryNet(torch.nn.Module):
         def __init__(self, **kwargs) -> None:

@@ -8,11 +8,11 @@ from PancreasRSTNSlicerLib.training import PRESETS, read_loss_log, train_command
 
 
 def test_train_command_matches_trainer_options():
-    from PancreasRSTNLib.cli import build_parser
+    from PancreasRSTNLib.app.cli import build_parser
 
     preset = next(iter(PRESETS))
     command = train_command("/data", "/out", "pancreas", 1, ["X", "Z"], preset, python="python")
-    assert command[:4] == ["python", "-m", "PancreasRSTNLib.cli", "train"]
+    assert command[:4] == ["python", "-m", "PancreasRSTNLib", "train"]
     args = build_parser().parse_args(command[3:])  # the trainer accepts every option we pass
     assert str(args.out) == "/out" and args.views == "XZ" and args.label_value == 1
     with pytest.raises(ValueError):

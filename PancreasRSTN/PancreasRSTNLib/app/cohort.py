@@ -1,0 +1,394 @@
+"""Segment a whole cohort: many CTs, one output per case, a table of every case, resumable, over many GPUs.
+
+Inputs (``collect_inputs``): a folder (volume files at its top and DICOM series folders below it), a glob, a CSV
+with an ``input`` column (and optionally ``name``), or an nnU-Net v2 / MSD dataset (its ``imagesTs/``, else its
+training images).
+
+Naming rule: case ``<name>`` is written to ``<out>/<name><suffix>`` (default ``.nii.gz``). ``<name>`` is the file
+name without its volume extension and without nnU-Net's channel suffix ``_0000``; for a DICOM folder it is the
+folder's path below the cohort folder with ``/`` replaced by ``__``; a CSV may give it. Two inputs with one name
+are refused before anything runs.
+
+A DICOM folder holding several series: the series with the most files (slices) is read, on a tie the smallest
+series UID (``volume_io.dicom_series``); the others are listed in that case's warnings.
+
+The table (``cohort.csv`` and ``cohort.json``) has per case: status, output, volume in ml, fine rounds, stop
+reason, inter-round DSC history, seconds, device, model, warnings and the error. Each case's row is also kept as
+``<out>/.rows/<name>.json`` the moment the case ends, so an interrupted run loses nothing. A failing case is
+recorded and skipped. Re-running skips cases whose output exists (``overwrite`` redoes them) and retries failed
+ones. Under torchrun, rank r takes every world-th unfinished case with its own GPU, and rank 0 merges every row
+into the table at the end. While a case runs, the next one is read and canonicalised on a worker thread.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..devices import pick_device
+from ..distributed import DistInfo, barrier
+from ..errors import InputImageError, RSTNError
+from ..io.outputs import VOLUME_SUFFIXES, OutputPlan, volume_suffix
+
+if TYPE_CHECKING:  # torch-heavy: imported by the functions that run a case
+    from ..engine.inference import InferenceConfig
+    from ..io.model_package import ModelPackage
+    from .progress import CohortProgress
+
+TABLE_COLUMNS = ("case", "status", "input", "output", "volume_ml", "fine_rounds", "stop_reason", "dsc_history",
+                 "seconds", "device", "rank", "model", "warnings", "error")
+
+
+@dataclass
+class CohortCase:
+    name: str
+    input: Path
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CaseRow:
+    case: str
+    status: str  # "done" | "failed"
+    input: str
+    output: str = ""
+    volume_ml: float | None = None
+    fine_rounds: int | None = None
+    stop_reason: str | None = None
+    dsc_history: list[float] = field(default_factory=list)
+    seconds: float | None = None
+    device: str = ""
+    rank: int = 0  # the torchrun process that ran it
+    model: str = ""
+    warnings: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def case_name(path: Path, root: Path | None = None) -> str:
+    """The naming rule (see the module docstring)."""
+    suffix = volume_suffix(path)
+    if suffix is not None and path.is_file():
+        stem = path.name[: -len(suffix)]
+        return stem[: -len("_0000")] if stem.endswith("_0000") else stem
+    relative = path.relative_to(root) if root is not None and path.is_relative_to(root) else Path(path.name)
+    return "__".join(relative.parts)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """A ``.dcm`` file, or a file of any name with the DICOM preamble's ``DICM`` at byte 128."""
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _has_dicom(folder: Path) -> bool:
+    return any(_is_dicom_file(f) for f in folder.iterdir())
+
+
+def _dicom_folders(root: Path) -> list[Path]:
+    """The folders below ``root`` that hold DICOM files themselves (each one case)."""
+    return sorted(d for d in root.rglob("*") if d.is_dir() and _has_dicom(d))
+
+
+def is_cohort_input(text: str) -> bool:
+    """A CSV, a glob, a dataset, or a folder holding volume files or DICOM series folders. A folder with DICOM
+    files at its top is one series (a single case); a folder with neither is left to the single-case reader,
+    whose error says what it expected."""
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path.suffix.lower() == ".csv"
+    if path.is_dir():
+        if (path / "dataset.json").is_file():
+            return True
+        if _has_dicom(path):
+            return False
+        return any(volume_suffix(p) is not None and p.is_file() for p in path.iterdir()) or \
+            any(d.is_dir() and _has_dicom(d) for d in path.rglob("*"))
+    return any(ch in text for ch in "*?[")
+
+
+def _from_folder(root: Path) -> list[CohortCase]:
+    if (root / "dataset.json").is_file():
+        from ..training.datasets import open_dataset
+
+        dataset = open_dataset(root)
+        if dataset.test_images:
+            return [CohortCase(name, path) for name, path in dataset.test_images]
+        return [CohortCase(c.name, c.image) for c in dataset.cases]
+    cases = [CohortCase(case_name(p), p) for p in sorted(root.iterdir())
+             if p.is_file() and volume_suffix(p) is not None and not p.name.startswith(".")]
+    cases += [CohortCase(case_name(d, root), d) for d in _dicom_folders(root)]
+    return cases
+
+
+def _from_csv(path: Path) -> list[CohortCase]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "input" not in rows[0]:
+        raise InputImageError(f"{path} needs a column 'input' (a file or DICOM folder per row; optionally 'name').")
+    out = []
+    for row in rows:
+        source = Path(row["input"]).expanduser()
+        if not source.is_absolute():
+            source = path.parent / source
+        out.append(CohortCase(row.get("name") or case_name(source), source))
+    return out
+
+
+def collect_inputs(spec: str | Path) -> list[CohortCase]:
+    """The cases of a folder, a glob, a CSV or a dataset, with unique names; DICOM folders with several series get
+    a warning naming them. Raises before any work when an input is missing or two share a name."""
+    from ..io.volume_io import dicom_series
+
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix.lower() == ".csv":
+        cases = _from_csv(path)
+    elif path.is_dir():
+        cases = _from_folder(path)
+    elif any(ch in text for ch in "*?["):
+        matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+        cases = [CohortCase(case_name(m), m) for m in matches if (m.is_file() and volume_suffix(m)) or
+                 (m.is_dir() and _has_dicom(m))]
+    else:
+        raise InputImageError(f"Cohort input not found: {text}. Give a folder, a glob (quoted, e.g. 'cts/*.nii.gz') "
+                              "or a CSV with an 'input' column.")
+    if not cases:
+        raise InputImageError(f"No CT found in {text}: expected {', '.join(VOLUME_SUFFIXES)} files or DICOM series "
+                              "folders.")
+    names: dict[str, Path] = {}
+    for case in cases:
+        if case.name in names:
+            raise InputImageError(f"Two inputs would write the same output '{case.name}': {names[case.name]} and "
+                                  f"{case.input}. Rename one, or list them in a CSV with a 'name' column.")
+        names[case.name] = case.input
+        if not case.input.exists():
+            raise InputImageError(f"Case {case.name}: input not found: {case.input}.")
+        if case.input.is_dir():
+            series = dicom_series(case.input)
+            if len(series) > 1:
+                listed = "; ".join(f"{uid} ({len(files)} files)" for uid, files in series)
+                case.warnings.append(f"{len(series)} DICOM series in the folder; read the one with most slices, "
+                                     f"{series[0][0]} (the rule: most files, then smallest UID): {listed}")
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------- the run
+ROWS_FOLDER = ".rows"
+CASE_ERRORS = (RSTNError, RuntimeError, OSError, ValueError, MemoryError)  # a case's failure, not the cohort's
+
+
+def _load(case: CohortCase, allow_non_ct: bool):
+    """Read, check and canonicalise one case (on the prefetch thread)."""
+    from ..engine.segmentation import prepare_ct
+    from ..io.volume_io import read_image
+
+    return prepare_ct(read_image(case.input), allow_non_ct)
+
+
+def write_table(out: Path, rows: list[CaseRow], info: dict, name: str = "cohort") -> None:
+    """``<name>.json`` (with ``info``) and ``<name>.csv``, each replaced atomically."""
+    data = {"info": info, "cases": [asdict(r) for r in rows]}
+    token = os.getpid()  # processes sharing -o (a SLURM job array) never share a temporary file
+    tmp = out / f".{name}.json.partial-{token}"
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(out / f"{name}.json")
+    tmp = out / f".{name}.csv.partial-{token}"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(TABLE_COLUMNS)
+        for r in rows:
+            w.writerow([_csv_cell(c, getattr(r, c)) for c in TABLE_COLUMNS])
+    tmp.replace(out / f"{name}.csv")
+
+
+def _csv_cell(column: str, value: str | float | list[str] | list[float] | None) -> str:
+    if value is None:
+        return ""
+    if column == "warnings":
+        return "; ".join(value)
+    if column == "dsc_history":
+        return " ".join(f"{v:.4f}" for v in value)
+    return str(value)
+
+
+def _save_row(out: Path, row: CaseRow) -> None:
+    folder = out / ROWS_FOLDER
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".{row.case}.json.partial-{os.getpid()}"
+    tmp.write_text(json.dumps(asdict(row), indent=2) + "\n")
+    tmp.replace(folder / f"{row.case}.json")
+
+
+def _read_row(out: Path, name: str) -> CaseRow | None:
+    path = out / ROWS_FOLDER / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return CaseRow(**{k: v for k, v in data.items() if k in CaseRow.__dataclass_fields__})
+    except (ValueError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class CohortRunOptions:
+    """How every case of a cohort is run: the model and its settings, the device, the output format, and
+    whether finished cases are redone and the next case is read ahead."""
+
+    package: ModelPackage
+    config: InferenceConfig
+    device: str = "auto"
+    overwrite: bool = False
+    resample: bool = True
+    allow_non_ct: bool = False
+    suffix: str = ".nii.gz"  # the output format: one of VOLUME_SUFFIXES
+    prefetch: bool = True
+
+
+@dataclass
+class CohortResult:
+    rows: list[CaseRow]  # every case of the cohort (rank 0) or this rank's cases (other ranks)
+    failed: int
+    seconds: float
+
+
+class _Prefetcher:
+    """Reads case i+1 on a worker thread while case i runs; without it, reads in the calling thread."""
+
+    def __init__(self, cases: list[CohortCase], allow_non_ct: bool, enabled: bool) -> None:
+        self.cases, self.allow_non_ct = cases, allow_non_ct
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cohort-read") if enabled else None
+        self.pending: dict[int, Future] = {}
+
+    def get(self, i: int):
+        """Case i's canonical volume (raises what reading it raised); starts reading case i+1."""
+        future = self.pending.pop(i, None)
+        if self.executor is not None and i + 1 < len(self.cases):
+            self.pending[i + 1] = self.executor.submit(_load, self.cases[i + 1], self.allow_non_ct)
+        return future.result() if future is not None else _load(self.cases[i], self.allow_non_ct)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def run_cohort(cases: list[CohortCase], out: Path, options: CohortRunOptions, dist_info: DistInfo | None = None,
+               progress: CohortProgress | None = None, echo: Callable[[str], None] | None = None) -> CohortResult:
+    """Segment this rank's share of the unfinished cases, one output and one row each; rank 0 then writes the
+    table of every case. ``progress`` (optional) has ``case_update(fraction, stage)`` and ``case_done()``."""
+    from ..devices import device_description
+    from ..engine.inference import prepare_for_inference
+
+    dist_info = dist_info or DistInfo()
+    suffix = options.suffix
+    if volume_suffix(Path(f"x{suffix}")) is None:
+        raise InputImageError(f"Output format {suffix!r} is not one of {', '.join(VOLUME_SUFFIXES)}.")
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = {c.name: out / f"{c.name}{suffix}" for c in cases}
+    todo = [c for c in cases if options.overwrite or not outputs[c.name].exists()]
+    mine = todo[dist_info.rank::dist_info.world]
+    dev = pick_device(options.device, dist_info)
+    # once per rank: on this rank's device, BatchNorm folded, so that no case copies the model again
+    models = {v: prepare_for_inference(m, dev) for v, m in options.package.models.items()}
+    package = replace(options.package, models=models)
+    rank_options = replace(options, package=package, device=str(dev))  # what each case of this rank runs with
+    started = time.perf_counter()
+    rows: list[CaseRow] = []
+    reader = _Prefetcher(mine, options.allow_non_ct, options.prefetch)
+    try:
+        for i, case in enumerate(mine):
+            row = _segment_case(case, i, reader, outputs[case.name], rank_options, progress)
+            row.device, row.rank = row.device or device_description(dev), dist_info.rank
+            _save_row(out, row)
+            rows.append(row)
+            if echo is not None:
+                echo(_row_line(row, i + 1, len(mine)))
+            if progress is not None:
+                progress.case_done()
+    finally:
+        reader.close()
+    barrier(dist_info)
+    if not dist_info.main:
+        return CohortResult(rows, sum(r.status == "failed" for r in rows), round(time.perf_counter() - started, 2))
+    table = [_final_row(out, c, outputs[c.name]) for c in cases]
+    failed = sum(1 for r in table if r.status == "failed")
+    info = {"model": package.metadata.get("name"), "cases": len(cases), "failed": failed,
+            "run_now": len(todo), "skipped_done_earlier": len(cases) - len(todo),
+            "processes": dist_info.world, "seconds": round(time.perf_counter() - started, 2),
+            "naming": f"<out>/<case>{suffix}"}
+    write_table(out, table, info)
+    return CohortResult(table, failed, info["seconds"])
+
+
+def _segment_case(case: CohortCase, i: int, reader: _Prefetcher, target: Path, options: CohortRunOptions,
+                  progress: CohortProgress | None) -> CaseRow:
+    """One case, start to end, with this rank's ``options`` (its device, the model on it); any failure of the
+    case becomes its row's error."""
+    from ..engine.segmentation import segment_canonical
+    from ..io.volume_io import write_image
+
+    package = options.package
+    t0 = time.perf_counter()
+    row = CaseRow(case.name, "failed", str(case.input), warnings=list(case.warnings),
+                  model=str(package.metadata.get("name")))
+    try:
+        hu, geometry = reader.get(i)
+        history, last = [], None
+        for r in segment_canonical(hu, geometry.canonical_spacing, package, options.config, device=options.device,
+                                   resample=options.resample, geometry=geometry,
+                                   progress=None if progress is None else progress.case_update):
+            if r.dsc_to_previous is not None:
+                history.append(round(float(r.dsc_to_previous), 5))
+            last = r
+        del hu
+        label_value = int(package.metadata["organ"].get("label_value", 1))
+        plan = OutputPlan(overwrite=True)
+        plan.file(target, f"Case {case.name}'s output")
+        with plan:  # published whole, or not at all
+            write_image(last.mask_image(label_value), plan.staged(target), overwrite=True)
+        row.status, row.output, row.device = "done", str(target), last.device
+        row.volume_ml, row.fine_rounds, row.stop_reason = round(last.volume_ml, 3), last.index, last.stop_reason
+        row.dsc_history = history
+        if last.voxel_count == 0:
+            row.warnings.append("empty prediction: no organ found (an empty mask was written)")
+    except CASE_ERRORS as exc:
+        text = str(exc).strip()
+        row.error = text.splitlines()[0] if text else type(exc).__name__
+        if not isinstance(exc, RSTNError):
+            row.error = f"{type(exc).__name__}: {row.error}"
+    row.seconds = round(time.perf_counter() - t0, 2)
+    return row
+
+
+def _final_row(out: Path, case: CohortCase, output: Path) -> CaseRow:
+    """A case's row in the table: its saved row, marked 'done earlier' when an earlier run made it."""
+    row = _read_row(out, case.name)
+    if row is None:
+        if output.exists():  # made before rows were kept, or by hand
+            return CaseRow(case.name, "done", str(case.input), output=str(output),
+                           warnings=["the output existed before this run; no details were recorded"])
+        return CaseRow(case.name, "failed", str(case.input), error="not run (interrupted?)")
+    return row
+
+
+def _row_line(row: CaseRow, k: int, n: int) -> str:
+    if row.status == "failed":
+        return f"[{k}/{n}] {row.case}: FAILED: {row.error}"
+    return (f"[{k}/{n}] {row.case}: {row.volume_ml:.1f} ml, {row.fine_rounds} fine round(s) ({row.stop_reason}), "
+            f"{row.seconds:.1f} s" + (f"; {'; '.join(row.warnings)}" if row.warnings else ""))

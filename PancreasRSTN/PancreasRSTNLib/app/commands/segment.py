@@ -1,0 +1,219 @@
+"""``pancreas-rstn segment INPUT -o OUTPUT [--model NAME|DIR]``: segment one CT, round by round; or a cohort
+(INPUT a folder of CTs, a glob, a CSV or a dataset; -o a folder), see ``segment_cohort.py``.
+
+Without ``--model`` the best installed model for ``--organ`` is used (the user's own before the bundled ones,
+never a synthetic one); the run resamples the CT to the model's spacing when they differ (``--no-resample``
+keeps the reference's behaviour) and writes every result on the exact input grid."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ...engine.inference import InferenceConfig
+from ...engine.segmentation import GridRound, prepare_ct, segment_image
+from ...errors import EmptyPredictionError
+from ...io.model_package import load_model_package
+from ...io.outputs import OutputPlan
+from ...io.round_files import save_round
+from ...io.user_models import resolve_model
+from ...io.volume_io import read_image, write_image
+from ..cohort import is_cohort_input
+from ..progress import Progress, progress_mode
+from .options import add_run_options, positive_int, torch_threads
+from .segment_cohort import add_cohort_arguments, run_cohort_command
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "segment", help="segment an organ in a CT (file or DICOM folder) or in a whole cohort",
+        description="Segment an organ in a CT with a model package; every round is reported.\n\n"
+        "Cohort mode: INPUT is a folder of CTs (files and DICOM series folders), a quoted glob, a CSV with an "
+        "'input' column (and optionally 'name') or an nnU-Net/MSD dataset; -o is a folder that gets "
+        "<case>.nii.gz per case and cohort.csv/cohort.json. Finished cases are skipped when re-run; the exit code "
+        "is the number of failed cases. Under torchrun the cases are split over the processes, one GPU each.")
+    p.add_argument("input", help="CT volume (NIfTI, NRRD, MHA file or a DICOM series folder), or a cohort")
+    p.add_argument("-o", "--output", required=True,
+                   help="output label map: .nii.gz, .nii, .nrrd or .mha (on the exact input grid); for a cohort, a "
+                   "folder")
+    p.add_argument("--model", default=None,
+                   help="a model folder (holds model.json) or the name of an installed model (`models list`); "
+                   "default: the best installed real-CT model for --organ")
+    p.add_argument("--organ", default="pancreas", help="organ whose default model is used when --model is not given")
+    add_inference_arguments(p)
+    p.add_argument("--save-iterations", metavar="DIR", help="write every round's mask and saliency channels here")
+    p.add_argument("--probability", metavar="FILE", help="also write the final fused probability map (float32)")
+    p.add_argument("--json", action="store_true",
+                   help="print the run summary as JSON on stdout (on failure: a JSON error object, exit code 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--allow-non-ct", action="store_true", help="skip the check that intensities look like HU")
+    add_cohort_arguments(p)
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def add_inference_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs the engine."""
+    d = InferenceConfig()
+    p.add_argument("--thr", type=float, default=d.thr, help="stop when the inter-round DSC reaches this")
+    p.add_argument("--max-iter", type=int, default=d.max_iter, help="maximum fine rounds")
+    p.add_argument("--prob-threshold", type=float, default=d.prob_threshold, help="probability threshold")
+    p.add_argument("--margin", type=int, default=d.margin, help="crop margin in pixels of the model's grid")
+    p.add_argument("--views", default=None, help="views to use, e.g. XYZ or Z (default: every view of the model)")
+    p.add_argument("--no-postprocess", action="store_true", help="keep all connected components")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="triplets per batch (default: adapted to the free memory)")
+    p.add_argument("--crop-bucket", type=int, default=d.crop_bucket,
+                   help="grow fine crops to multiples of this to batch more of them (faster; 1 = exact reference "
+                   "boxes)")
+    p.add_argument("--coarse-downsample", type=int, default=1, choices=[1, 2, 3, 4],
+                   help="run the coarse stage on slices pooled by this factor (faster on CPU; 1 = faithful)")
+    p.add_argument("--no-resample", action="store_true",
+                   help="run at the CT's own voxel spacing (the reference's behaviour) even when it differs from the "
+                   "model's by more than 10 %%")
+
+
+def config_from_args(args: argparse.Namespace, model_views: tuple[str, ...] = ("X", "Y", "Z")) -> InferenceConfig:
+    views = tuple(args.views.upper()) if args.views else tuple(model_views)
+    return InferenceConfig(
+        thr=args.thr, max_iter=args.max_iter, prob_threshold=args.prob_threshold, margin=args.margin,
+        views=views, postprocess=not args.no_postprocess, precision=args.precision,
+        batch_size=args.batch_size, coarse_downsample=args.coarse_downsample,
+        crop_bucket=args.crop_bucket,
+    )
+
+
+def round_summary(r: GridRound) -> dict:
+    """One round as the summary reports it: voxels and volume on the input grid."""
+    return {
+        "round": r.index,
+        "stage": r.stage,
+        "voxels": r.voxel_count,
+        "volume_ml": round(r.volume_ml, 3),
+        "dsc_to_previous": None if r.dsc_to_previous is None else round(r.dsc_to_previous, 5),
+        "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if is_cohort_input(args.input):
+        return run_cohort_command(args)
+    started = time.perf_counter()
+    plan = OutputPlan(overwrite=args.overwrite)  # every output checked before the model or the image is read
+    output = plan.file(args.output, "The output (-o)")
+    probability = plan.file(args.probability, "The --probability output") if args.probability else None
+    save_dir = plan.folder(args.save_iterations, "The --save-iterations folder") if args.save_iterations else None
+    try:
+        with plan:  # published together on success; on any error or Ctrl-C only what this run made is removed
+            summary = _segment(args, plan, output, probability, save_dir, started)
+    except BaseException:
+        plan.abort()  # also when the checks above made a folder and the run never started
+        raise
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        print()
+    elif not args.quiet:
+        print_summary(summary)
+    return 0
+
+
+def _segment(args: argparse.Namespace, plan: OutputPlan, output: Path, probability: Path | None,
+             save_dir: Path | None, started: float) -> dict:
+    model = resolve_model(args.model, args.organ)
+    package = load_model_package(model.path, views=tuple(args.views.upper()) if args.views else None)
+    config = config_from_args(args, package.views)
+    warning = package.warning
+    if warning and not args.json:
+        print(f"WARNING: model '{package.metadata['name']}': {warning}", file=sys.stderr)
+    t0 = time.perf_counter()
+    image = read_image(args.input)
+    read_seconds = time.perf_counter() - t0
+    ct = prepare_ct(image, args.allow_non_ct)  # the one check of the input, before any work
+    del image  # the run needs only the canonical copy
+    label_value = int(package.metadata["organ"].get("label_value", 1))
+    rounds: list[dict] = []
+    last: GridRound | None = None
+    with Progress(progress_mode(args.quiet or args.json)) as bar:
+        for r in segment_image(ct, package, config, device=args.device, progress=bar.update,
+                               resample=not args.no_resample):
+            rounds.append(round_summary(r))
+            bar.line(format_round(rounds[-1]))
+            if save_dir:
+                save_round(r, plan.staged_folder(save_dir), label_value, overwrite=True)
+            last = r
+    assert last is not None
+    if last.voxel_count == 0:
+        advice = ("This model was trained on synthetic phantoms and finds nothing in real CTs: use a real-CT model "
+                  "(`pancreas-rstn models list`)." if package.metadata.get("synthetic") else
+                  f"Check that the image is an abdominal CT in HU that covers the {package.organ}, and that the model "
+                  "suits it (`pancreas-rstn models info`); a lower --prob-threshold rarely helps and adds false "
+                  "positives.")
+        raise EmptyPredictionError(
+            f"The model '{package.metadata['name']}' found no {package.organ} in {args.input} (empty prediction); "
+            f"nothing was written. {advice}"
+        )
+    t0 = time.perf_counter()
+    write_image(last.mask_image(label_value), plan.staged(output), overwrite=True)
+    if probability:
+        write_image(last.probability_image(), plan.staged(probability), overwrite=True)
+    write_seconds = time.perf_counter() - t0
+    mapping = last.mapping
+    return {
+        "input": str(args.input),
+        "output": str(output),
+        "probability": None if probability is None else str(probability),
+        "rounds_folder": None if save_dir is None else str(save_dir),
+        "model": package.metadata["name"],
+        "model_path": str(model.path),
+        "model_source": "--model" if args.model else f"default for {args.organ} ({model.source})",
+        "warning": warning,
+        "organ": package.organ,
+        "input_spacing": [round(s, 4) for s in mapping.input_spacing],
+        "model_spacing": None if package.spacing is None else [round(s, 4) for s in package.spacing],
+        "resampled_to": None if mapping.resampling is None else [round(s, 4) for s in mapping.model_spacing],
+        "device": last.device,
+        "threads": torch_threads(),
+        "rounds": rounds,
+        "fine_rounds": last.index,
+        "stop_reason": last.stop_reason,
+        "dsc_history": [r["dsc_to_previous"] for r in rounds[1:]],
+        "volume_ml": rounds[-1]["volume_ml"],
+        "seconds": {"read": round(read_seconds, 3), "write": round(write_seconds, 3),
+                    "total": round(time.perf_counter() - started, 3)},
+    }
+
+
+def format_round(s: dict) -> str:
+    dsc = "" if s["dsc_to_previous"] is None else f", DSC to previous {s['dsc_to_previous']:.4f}"
+    return (f"round {s['round']} ({s['stage']}): {s['voxels']} voxels, {s['volume_ml']:.2f} ml{dsc}, "
+            f"{sum(s['seconds'].values()):.2f} s")
+
+
+def print_summary(summary: dict) -> None:
+    reason = {"converged": "converged", "max_iter": "reached --max-iter", "empty": "empty mask"}.get(
+        summary["stop_reason"], summary["stop_reason"])
+    print(f"model: {summary['model']} [{summary['model_source']}] {summary['model_path']}")
+    if summary["resampled_to"]:
+        print("resampled from " + "x".join(f"{s:g}" for s in summary["input_spacing"]) + " mm to "
+              + "x".join(f"{s:g}" for s in summary["resampled_to"]) + " mm (the model's spacing) and back")
+    print(f"{summary['organ']}: {summary['volume_ml']:.2f} ml after {summary['fine_rounds']} fine round(s) ({reason})")
+    history = ", ".join(f"{d:.4f}" for d in summary["dsc_history"]) or "none"
+    print(f"inter-round DSC: {history}")
+    stages: dict[str, float] = {"read": summary["seconds"]["read"]}
+    for r in summary["rounds"]:
+        for k, v in r["seconds"].items():
+            key = k if r["stage"] == "coarse" else f"round {r['round']} {k}"
+            stages[key] = v
+    stages["write"] = summary["seconds"]["write"]
+    print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items())
+          + f"; total {summary['seconds']['total']:.2f} s")
+    print(f"device: {summary['device']}")
+    if summary["warning"]:
+        print(f"WARNING: {summary['warning']}")
+    print(f"wrote {summary['output']}")

@@ -1,0 +1,89 @@
+"""``pancreas-rstn segment COHORT -o DIR``: the cohort mode of ``segment`` (a folder, a glob, a CSV or a
+dataset in; one output per case, a table, resumable; split over the ranks under torchrun). The rules are in
+``cohort.py``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ...errors import OutputPathError
+from ...io.outputs import VOLUME_SUFFIXES, OutputPlan, volume_suffix
+from ..progress import CohortProgress, progress_mode
+
+#: The exit code says how many cases failed; shells keep codes above 125 for themselves.
+MAX_EXIT_CODE = 125
+
+
+def check_cohort_args(args: argparse.Namespace) -> Path:
+    """Refuse what a cohort cannot do, before any work; returns the output folder."""
+    out = Path(args.output).expanduser()
+    if volume_suffix(out) is not None:
+        raise OutputPathError(f"{args.input} holds many CTs, so -o must be a folder (one <case>{args.output_format} "
+                              f"per case), not the file name {out.name}.")
+    for flag, value in (("--probability", args.probability), ("--save-iterations", args.save_iterations)):
+        if value:
+            raise OutputPathError(f"{flag} writes one case's files; it is not available for a cohort. Segment that "
+                                  "case alone to get them.")
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"-o {out} is a file; give a folder for the cohort's outputs.")
+    return out
+
+
+def run_cohort_command(args: argparse.Namespace) -> int:
+    from ...distributed import finish_distributed, init_distributed
+    from ...io.model_package import load_model_package
+    from ...io.user_models import resolve_model
+    from ..cohort import CohortRunOptions, collect_inputs, run_cohort
+    from .segment import config_from_args
+
+    out = check_cohort_args(args)
+    cases = collect_inputs(args.input)  # every input checked, names unique, before the model is read
+    plan = OutputPlan()
+    plan.writable_folder(out, "The cohort output folder (-o)")
+    dist_info = init_distributed()
+    try:
+        model = resolve_model(args.model, args.organ)
+        package = load_model_package(model.path, views=tuple(args.views.upper()) if args.views else None)
+        config = config_from_args(args, package.views)
+        quiet = args.quiet or args.json
+        if package.warning and dist_info.main and not args.json:
+            print(f"WARNING: model '{package.metadata['name']}': {package.warning}", file=sys.stderr)
+        prefix = "" if dist_info.world == 1 else f"[rank {dist_info.rank}] "
+        with CohortProgress(progress_mode(quiet), len(cases[dist_info.rank::dist_info.world]),
+                            dist_info.rank) as bar:
+            result = run_cohort(
+                cases, out, CohortRunOptions(
+                    package, config, device=args.device, overwrite=args.overwrite,
+                    resample=not args.no_resample, allow_non_ct=args.allow_non_ct, suffix=args.output_format,
+                    prefetch=not args.no_prefetch),
+                dist_info=dist_info, progress=bar, echo=lambda line: bar.line(prefix + line))
+    except BaseException:
+        plan.abort()  # removes -o only if this run made it and it is still empty
+        raise
+    finally:
+        finish_distributed(dist_info)
+    if not dist_info.main:
+        return 0  # rank 0 reports for everyone
+    summary = json.loads((out / "cohort.json").read_text())
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        print()
+    elif not args.quiet:
+        info = summary["info"]
+        print(f"{info['cases']} case(s): {info['cases'] - info['failed']} done ({info['skipped_done_earlier']} "
+              f"done earlier), {info['failed']} failed; {info['seconds']:.1f} s; model {info['model']}")
+        print(f"table: {out / 'cohort.csv'} and {out / 'cohort.json'}")
+        for row in result.rows:
+            if row.status == "failed":
+                print(f"FAILED {row.case}: {row.error}", file=sys.stderr)
+    return min(result.failed, MAX_EXIT_CODE)
+
+
+def add_cohort_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-format", default=".nii.gz", choices=VOLUME_SUFFIXES,
+                   help="cohort mode: the format of each case's output")
+    p.add_argument("--no-prefetch", action="store_true",
+                   help="cohort mode: do not read the next case while the current one runs")

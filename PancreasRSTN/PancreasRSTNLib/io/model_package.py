@@ -1,0 +1,310 @@
+"""Model packages: a folder with ``model.json`` and one safetensors file per view, verified by sha256.
+
+Checkpoints are never unpickled: packages use safetensors, and reference ``.pkl`` files are read with
+``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..engine.intensity import DEFAULT_WINDOW, HUWindow
+from ..errors import ModelPackageError, OutputExistsError
+from ..models.model import RSTN, RSTNConfig, load_reference_state_dict, strip_module_prefix
+from ..organs import get_organ
+from ..views import VIEWS
+from .geometry import CANONICAL_LAYOUT
+
+#: 2: ``spacing`` (the training voxel spacing, canonical axis order, mm; null = unknown) and ``synthetic``.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+MODEL_JSON = "model.json"
+SYNTHETIC_WARNING = "Synthetic demo model: trained on phantoms, not for clinical use."
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelPackage:
+    path: Path
+    metadata: dict
+    config: RSTNConfig
+    models: dict[str, RSTN]
+
+    @property
+    def organ(self) -> str:
+        return self.metadata["organ"]["name"]
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return tuple(self.models)
+
+    @property
+    def spacing(self) -> tuple[float, float, float] | None:
+        """The voxel spacing the model was trained at (canonical axes: rows, cols, slices; mm), or None."""
+        return model_spacing(self.metadata)
+
+    @property
+    def warning(self) -> str | None:
+        return model_warning(self.metadata)
+
+    @property
+    def window(self) -> HUWindow:
+        """The HU window the model was trained with (the reference's [-100, 240] unless model.json says)."""
+        return HUWindow(**self.metadata.get("hu_window", {}))
+
+
+def model_spacing(meta: Mapping) -> tuple[float, float, float] | None:
+    spacing = meta.get("spacing")
+    if spacing is None:
+        return None
+    return tuple(float(s) for s in spacing)  # type: ignore[return-value]
+
+
+def is_synthetic(meta: Mapping) -> bool:
+    """Trained on synthetic phantoms? model.json says so since schema 2; older packages are recognised by the
+    words of their name, description and training data."""
+    if isinstance(meta.get("synthetic"), bool):
+        return meta["synthetic"]
+    training = meta.get("training") if isinstance(meta.get("training"), Mapping) else {}
+    data = training.get("data") if isinstance(training.get("data"), Mapping) else {}
+    text = " ".join(str(v) for v in (meta.get("name", ""), meta.get("warning", ""), meta.get("description", ""),
+                                      training.get("dataset", ""), data.get("source", ""), meta.get("provenance", "")))
+    return any(word in text.lower() for word in ("synthetic", "phantom"))
+
+
+def model_warning(meta: Mapping) -> str | None:
+    """What every front end shows about a model before the user trusts its output."""
+    if is_synthetic(meta):
+        return SYNTHETIC_WARNING
+    return meta.get("warning") or None
+
+
+def migrate_metadata(meta: dict, path: Path) -> dict:
+    """Bring an older model.json up to the current schema (in memory; the file is left as it is)."""
+    version = meta.get("schema_version")
+    if version not in READABLE_SCHEMAS:
+        raise ModelPackageError(
+            f"{path} has schema version {version!r}; this PancreasRSTN reads versions "
+            f"{', '.join(map(str, READABLE_SCHEMAS))}. Upgrade PancreasRSTN or re-export the model."
+        )
+    if version == 1:
+        meta = dict(meta)
+        meta.setdefault("spacing", None)  # unknown: such a model sees every input at its own spacing
+        meta.setdefault("synthetic", is_synthetic(meta))
+        meta["migrated_from_schema"] = 1
+        meta["schema_version"] = SCHEMA_VERSION
+    return meta
+
+
+def check_spacing(spacing: Sequence[float] | None) -> list[float] | None:
+    if spacing is None:
+        return None
+    values = [float(s) for s in spacing]
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ModelPackageError(f"A model's spacing must be three positive numbers in mm (got {spacing!r}).")
+    return values
+
+
+def default_metadata(name: str, organ: str, label_value: int | None = None) -> dict:
+    """The fields every model.json carries; callers add ``training`` and may override the rest."""
+    o = get_organ(organ)
+    return {
+        "name": name,
+        "organ": {"name": o.name, "snomed_code": o.snomed_code, "snomed_meaning": o.snomed_meaning,
+                  "label_value": int(label_value if label_value is not None else o.default_label)},
+        "hu_window": DEFAULT_WINDOW.to_dict(),
+        "slab_thickness": 3,
+        "margin": 20,
+        "canonical_layout": CANONICAL_LAYOUT,
+        "spacing": None,
+        "training": {},
+    }
+
+
+def save_model_package(directory: str | Path, models: Mapping[str, RSTN], metadata: Mapping, overwrite: bool = False
+                       ) -> Path:
+    """Write ``model.json`` and ``model_<view>.safetensors`` files. Refuses to replace a package unless asked."""
+    directory = Path(directory)
+    if (directory / MODEL_JSON).exists() and not overwrite:
+        raise OutputExistsError(f"A model package already exists in {directory}. Pass overwrite=True / --overwrite "
+                                "to replace it.")
+    bad = [v for v in models if v not in VIEWS]
+    if bad or not models:
+        raise ModelPackageError(f"Views must be a non-empty subset of X, Y, Z (got {list(models)}).")
+    directory.mkdir(parents=True, exist_ok=True)
+    configs = {json.dumps(m.config.to_dict(), sort_keys=True) for m in models.values()}
+    if len(configs) != 1:
+        raise ModelPackageError("All views of a package must share one backbone and saliency configuration.")
+    files = {}
+    for view, model in models.items():
+        filename = f"model_{view}.safetensors"
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(directory / filename), metadata={"view": view, "format": "pt"})
+        files[view] = {"path": filename, "sha256": sha256_of(directory / filename)}
+    meta = dict(metadata)
+    meta["spacing"] = check_spacing(meta.get("spacing"))
+    meta.update({
+        "schema_version": SCHEMA_VERSION,
+        "rstn": next(iter(models.values())).config.to_dict(),
+        "views": sorted(models),
+        "files": files,
+        "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    organ = meta.get("organ", "pancreas")  # a name, or the full record
+    organ_name = organ.get("name", "pancreas") if isinstance(organ, dict) else organ
+    for key, value in default_metadata(meta.get("name", directory.name), organ_name).items():
+        meta.setdefault(key, value)
+    if isinstance(meta["organ"], str):
+        meta["organ"] = default_metadata(meta["name"], meta["organ"])["organ"]
+    meta["synthetic"] = is_synthetic(meta)  # explicit from schema 2 on
+    (directory / MODEL_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def read_metadata(directory: str | Path) -> dict:
+    directory = Path(directory)
+    path = directory / MODEL_JSON
+    if not directory.is_dir():
+        raise ModelPackageError(f"Model folder not found: {directory}. Give the folder that holds model.json.")
+    if not path.is_file():
+        raise ModelPackageError(f"{directory} is not a model package: it has no model.json.")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelPackageError(f"{path} is not valid JSON ({exc}). The package is corrupt: re-install it.") from exc
+    if not isinstance(meta, dict):
+        raise ModelPackageError(f"{path} does not hold a JSON object. The package is corrupt: re-install it.")
+    meta = migrate_metadata(meta, path)
+    for key in ("name", "organ", "rstn", "views", "files"):
+        if key not in meta:
+            raise ModelPackageError(f"{path} lacks the required field '{key}'. The package is incomplete.")
+    return meta
+
+
+def verify_model_package(directory: str | Path, views: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Check every weight file against its sha256 in model.json; returns view -> hash."""
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    checked = {}
+    for view in views or tuple(meta["views"]):
+        entry = meta["files"].get(view)
+        if entry is None:
+            raise ModelPackageError(
+                f"The model in {directory} has no weights for view {view} (views: {', '.join(meta['views'])})."
+            )
+        path = directory / entry["path"]
+        if not path.is_file():
+            raise ModelPackageError(f"Missing weight file {path} for view {view}. Re-install the model package.")
+        actual = sha256_of(path)
+        if actual != entry["sha256"]:
+            raise ModelPackageError(
+                f"Hash mismatch for {path.name}: model.json says {entry['sha256'][:16]}..., the file has "
+                f"{actual[:16]}.... The file is corrupt or was modified: re-install the model package."
+            )
+        checked[view] = actual
+    return checked
+
+
+def load_model_package(directory: str | Path, device: str | torch.device = "cpu", views: tuple[str, ...] | None = None,
+                       verify: bool = True) -> ModelPackage:
+    """Load (and by default verify) a package's per-view RSTNs."""
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    views = tuple(views or meta["views"])
+    if verify:
+        verify_model_package(directory, views)
+    config = RSTNConfig.from_dict(meta["rstn"])
+    models = {}
+    for view in views:
+        if view not in meta["files"]:
+            raise ModelPackageError(f"The model in {directory} has no weights for view {view}.")
+        path = directory / meta["files"][view]["path"]
+        try:
+            state = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelPackageError(f"Cannot read {path}: {exc}. The file is corrupt: re-install the model.") from exc
+        models[view] = load_reference_state_dict(RSTN(config), state, source=path.name).to(device).eval()
+    return ModelPackage(directory, meta, config, models)
+
+
+def load_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a reference ``.pkl`` state_dict safely (weights_only) and strip a ``module.`` prefix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelPackageError(f"Checkpoint not found: {path}.")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds here; all mean "not a safe state_dict"
+        raise ModelPackageError(
+            f"{path} cannot be loaded as a plain state_dict with torch.load(weights_only=True): "
+            f"{str(exc).splitlines()[0]}. It is corrupt, not a PyTorch checkpoint, or holds code we refuse to unpickle."
+        ) from exc
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelPackageError(f"{path} does not hold a state_dict (a mapping of names to tensors).")
+    return strip_module_prefix(obj)
+
+
+def import_reference_checkpoints(checkpoints: Mapping[str, str | Path], out_dir: str | Path, organ: str = "pancreas",
+                                 name: str | None = None, label_value: int | None = None, overwrite: bool = False
+                                 ) -> Path:
+    """Convert the reference's per-view ``.pkl`` checkpoints into a verified model package."""
+    out_dir = Path(out_dir)
+    if not checkpoints:
+        raise ModelPackageError("Give at least one view's checkpoint (--x, --y, --z).")
+    models = {}
+    for view, path in sorted(checkpoints.items()):
+        state = load_reference_checkpoint(path)
+        models[view] = load_reference_state_dict(RSTN(), state, source=Path(path).name)
+    meta = default_metadata(name or f"rstn-reference-{organ}", organ, label_value)
+    meta["training"] = {
+        "source": "imported reference checkpoints (OrganSegRSTN_PyTorch)",
+        "checkpoints": {v: {"file": Path(p).name, "sha256": sha256_of(p)} for v, p in checkpoints.items()},
+    }
+    if overwrite and out_dir.exists() and (out_dir / MODEL_JSON).exists():
+        shutil.rmtree(out_dir)
+    return save_model_package(out_dir, models, meta, overwrite=overwrite)
+
+
+def package_summary(directory: str | Path) -> dict:
+    """What ``models info`` prints: identity, organ, backbone, views, provenance, sizes."""
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    weights = [directory / f["path"] for f in meta["files"].values()]
+    size = sum(p.stat().st_size for p in weights if p.exists())
+    return {
+        "path": str(directory),
+        "name": meta["name"],
+        "organ": meta["organ"],
+        "backbone": meta["rstn"].get("backbone"),
+        "saliency": meta["rstn"].get("saliency"),
+        "views": meta["views"],
+        "size_mb": round(size / 1e6, 2),
+        "spacing": model_spacing(meta),
+        "synthetic": is_synthetic(meta),
+        "warning": model_warning(meta),
+        "intended_use": meta.get("intended_use"),
+        "evaluation": meta.get("evaluation"),
+        "training": meta.get("training", {}),
+        "schema_version": meta["schema_version"],
+        "migrated_from_schema": meta.get("migrated_from_schema"),
+    }

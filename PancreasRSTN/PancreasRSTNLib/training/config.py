@@ -1,0 +1,124 @@
+"""What a training run learns: ``TrainConfig``, every choice that changes the weights a seed gives.
+
+Why one frozen-at-start record: it is written to ``train_config.json``, into every checkpoint and into model.json,
+so a run can be resumed, audited and repeated from it alone (how to *run* -- device, resume, progress -- is not
+in it: see ``view_training.TrainRunOptions``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..engine.intensity import HUWindow
+from ..errors import RSTNError
+from ..models.model import RSTNConfig, SaliencyConfig
+from ..views import VIEWS
+from .augmentation import AugmentConfig
+from .losses import get_loss, joint_weights
+from .training_data import view_axis
+
+#: S, I, J: the reference's stages; N: noisy fine-tuning; C2F: the stage-wise baseline (see trainer.py).
+MODES = ("S", "I", "J", "N", "C2F")
+#: The learning rate when none is given: the reference's for SGD, one that trains from scratch for AdamW.
+DEFAULT_LR = {"sgd": 1e-4, "adamw": 1e-3}
+
+
+@dataclass
+class TrainConfig:
+    views: tuple[str, ...] = VIEWS
+    backbone: str = "fcn8s"
+    backbone_kwargs: dict = field(default_factory=dict)
+    saliency_kernels: tuple[int, ...] = (3, 5)
+    method: str = "rstn"  # "rstn" or "c2f"
+    T: int = 1
+    loss: str = "dsc"
+    #: (mode, steps per view) stages, run in order with one optimiser; the reference is S -> I -> J.
+    schedule: tuple[tuple[str, int], ...] = (("S", 200), ("I", 600), ("J", 800))
+    j_decay_every: int = 0  # halve the LR every this many steps in J (reference: 2 epochs); 0 = never
+    noisy_lr_factor: float = 0.1
+    optimizer: str = "sgd"  # "sgd" (reference) or "adamw"
+    lr: float = 1e-4  # saliency + fine weights; coarse = lr * coarse_lr_ratio; biases x bias_lr_ratio
+    coarse_lr_ratio: float = 0.1
+    bias_lr_ratio: float = 2.0
+    momentum: float = 0.99
+    weight_decay: float = 5e-4
+    slice_threshold: float = 0.98
+    negative_fraction: float = 0.0  # organ-free slices per organ slice (not in the reference)
+    margin_random_prob: float = 0.5
+    margin_high: int = 40
+    margin_fixed: int = 20
+    c2f_frame: tuple[int, int] = (10, 20)
+    seed: int = 0
+    checkpoint_every: int = 0  # 0: only at the end
+    log_every: int = 10
+    amp: str = "auto"  # "auto" (bf16/fp16 on CUDA, fp32 on CPU), "off"
+    init: str | None = None  # None (scratch), a model package folder, or a reference checkpoint ("{view}" in path)
+    #: After a view's training, recompute BatchNorm running stats from this many training slices (see
+    #: bn_recalibration.py; batch-1 training leaves them stale). None: on when the backbone has BatchNorm.
+    bn_recalibration: bool | None = None
+    bn_recalibration_samples: int = 500  # <= 0: every training slice of the view
+    hu_window: tuple[float, float] = (-100.0, 240.0)  # applied to HU cases (the reference's window by default)
+    augment: AugmentConfig | None = None  # None: no augmentation (the reference)
+    spacing: tuple[float, float, float] | None = None  # the voxel spacing of the training data (model.json)
+
+    def __post_init__(self) -> None:
+        self.views = tuple(self.views)
+        self.schedule = tuple((str(m), int(n)) for m, n in self.schedule)
+        self.hu_window = tuple(float(v) for v in self.hu_window)
+        if len(self.hu_window) != 2 or self.hu_window[1] <= self.hu_window[0]:
+            raise RSTNError(f"HU window {self.hu_window} invalid: give low,high with low < high.")
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        if self.spacing is not None:
+            self.spacing = tuple(float(v) for v in self.spacing)
+        self._check_schedule()
+        if self.optimizer not in ("sgd", "adamw"):
+            raise RSTNError(f"Unknown optimizer '{self.optimizer}': use sgd or adamw.")
+        for v in self.views:
+            view_axis(v)
+        joint_weights(self.T)
+        get_loss(self.loss)
+
+    def _check_schedule(self) -> None:
+        """Known modes, non-negative lengths, and modes that belong to the method."""
+        for m, n in self.schedule:
+            if m not in MODES:
+                raise RSTNError(f"Unknown training mode '{m}': use S, I, J, N (noisy fine-tuning) or C2F.")
+            if n < 0:
+                raise RSTNError(f"Stage {m} has {n} steps; steps must be >= 0.")
+        if self.method == "c2f" and any(m != "C2F" for m, _ in self.schedule):
+            raise RSTNError("The c2f method trains only in mode C2F: use --schedule C2F:<steps>.")
+        if self.method == "rstn" and any(m == "C2F" for m, _ in self.schedule):
+            raise RSTNError("Mode C2F belongs to --method c2f.")
+
+    @property
+    def total_steps(self) -> int:
+        return sum(n for _, n in self.schedule)
+
+    @property
+    def window(self) -> HUWindow:
+        return HUWindow(*self.hu_window)
+
+    def rstn_config(self) -> RSTNConfig:
+        return RSTNConfig(backbone=self.backbone, saliency=SaliencyConfig(tuple(self.saliency_kernels)),
+                          backbone_kwargs=dict(self.backbone_kwargs))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["views"] = list(self.views)
+        d["schedule"] = [[m, n] for m, n in self.schedule]
+        d["saliency_kernels"] = list(self.saliency_kernels)
+        d["c2f_frame"] = list(self.c2f_frame)
+        d["hu_window"] = list(self.hu_window)
+        d["augment"] = None if self.augment is None else self.augment.to_dict()
+        d["spacing"] = None if self.spacing is None else list(self.spacing)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        d["schedule"] = tuple((m, n) for m, n in d.get("schedule", ()))
+        for k in ("views", "saliency_kernels", "c2f_frame", "hu_window"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
