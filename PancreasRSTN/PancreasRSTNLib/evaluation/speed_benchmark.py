@@ -235,6 +235,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Log = print) -> dict:
     if settings.input and not settings.model:
         raise RSTNError("Benchmarking a real CT needs its model (--model DIR): oracle crops need a phantom's labels.")
     work = _workload(settings, report, log)
+    report["settings"]["backbone"] = next(iter(work.models.values())).config.backbone  # a package's own, if given
     runs, dtype = _time_engine(settings, work, device, log)
     report["engine"] = _engine_report(settings, work, runs, dtype, device, log)
     report["reference"] = _reference(settings, work, runs[-1][0], device, log)
