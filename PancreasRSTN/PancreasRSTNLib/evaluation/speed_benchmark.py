@@ -135,6 +135,8 @@ def _workload(settings: BenchmarkSettings, report: dict, log: Log) -> _Workload:
     hu, truth, io_timings, geometry = _volume(settings, log)
     models, weights, model_spacing, window = _models(settings)
     report["weights"] = weights
+    if settings.input:  # the report's volume is the file's, not the phantom default of --shape
+        report["settings"]["shape"] = list(hu.shape)
     mapping = GridMapping.for_input(hu.shape, geometry.canonical_spacing, model_spacing, resample=settings.resample)
     if mapping.resampling is not None:
         t0 = time.perf_counter()
