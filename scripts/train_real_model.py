@@ -37,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "PancreasRSTN"))
 
+from PancreasRSTNLib.app.demo import save_round_figure  # noqa: E402
 from PancreasRSTNLib.devices import device_description, resolve_device  # noqa: E402
 from PancreasRSTNLib.engine.inference import InferenceConfig, RSTNEngine  # noqa: E402
 from PancreasRSTNLib.engine.resampling import Resampling  # noqa: E402
@@ -183,30 +184,10 @@ def test_volume(package, hu: np.ndarray, truth: np.ndarray, spacing: tuple, view
            "volume_ml": round(rounds[-1].volume_ml, 1),
            "truth_ml": round(float(truth.sum()) * float(np.prod(spacing)) / 1000, 1)}
     if figure is not None:
-        save_figure(hu, truth, rounds, dsc, figure)
+        save_round_figure(hu, truth, rounds, dsc, figure)
         out["figure"] = str(figure)
     return out
 
-
-def save_figure(hu: np.ndarray, truth: np.ndarray, rounds: list, dsc: list[float], path: Path) -> None:
-    """Axial slice with the most organ: truth, each round's mask, and the Z view's saliency channels of round 1."""
-    from PancreasRSTNLib.evaluation.plots import round_figure
-
-    z = int(np.argmax(np.count_nonzero(truth, axis=(0, 1))))
-    shown = rounds[:6]
-    sal, title = None, "no fine round ran"
-    for r in rounds[1:]:
-        found = r.canonical_saliency("Z")
-        if found is not None:
-            channels, offset = found
-            full = np.zeros((3, *hu.shape[:2]), np.float32)
-            if offset[2] <= z < offset[2] + channels.shape[3]:
-                a, b = channels.shape[1:3]
-                full[:, offset[0]:offset[0] + a, offset[1]:offset[1] + b] = channels[:, :, :, z - offset[2]]
-            sal, title = list(full), f"saliency of view Z, round {r.index}, axial slice {z}"
-            break
-    round_figure(hu[:, :, z], truth[:, :, z], [r.canonical_mask[:, :, z] for r in shown],
-                 [f"round {r.index}: DSC {d:.3f}" for r, d in zip(shown, dsc, strict=False)], sal, title, path)
 
 
 def test_experiment(package_dir: Path, data: dict, spec: dict, work: Path, device: str) -> dict:
