@@ -258,7 +258,7 @@ def test_run_options_keywords_are_fields(module):
 
 
 def test_widget_uses_existing_session_result_and_message_attributes(module):
-    from PancreasRSTNLib import background_run
+    from PancreasRSTNLib.app import background_run
 
     def fields(cls):
         return {f.name for f in dataclasses.fields(cls)}
