@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from ..errors import ModelPackageError
+from .cai_cnn import CaiMiccaiCNN
 from .fcn8s import FCN8s
 from .light_unet import LightUNet
+from .pnet_msa import PNetMSA
 
 BackboneFactory = Callable[..., nn.Module]
 _REGISTRY: dict[str, BackboneFactory] = {}
@@ -81,3 +83,5 @@ def _conv_flops(mod: nn.Module, inp: torch.Tensor, output: torch.Tensor) -> int:
 
 register_backbone("fcn8s", FCN8s)
 register_backbone("light", LightUNet)
+register_backbone("pnet_msa", PNetMSA)  # Cai et al., IEEE TMI
+register_backbone("cai_miccai", CaiMiccaiCNN)  # Cai et al., MICCAI 2017

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._blocks import pad_to_multiple
+
 
 def _norm(kind: str, channels: int) -> nn.Module:
     """'batch' (running statistics at inference) or 'instance' (each slice's own statistics, always). With the
@@ -65,11 +67,7 @@ class LightUNet(nn.Module):
         h, w = x.shape[-2:]
         # a multiple of 2^(levels-1), and at least twice that: the deepest level is then at least 2x2, which
         # normalisation needs in training (a crop around a tiny prediction can be a few pixels wide)
-        pad_h = max((-h) % self.multiple, 2 * self.multiple - h)
-        pad_w = max((-w) % self.multiple, 2 * self.multiple - w)
-        if pad_h or pad_w:
-            mode = "replicate" if min(h, w) > 1 else "constant"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = pad_to_multiple(x, self.multiple)
         skips = []
         for i, block in enumerate(self.down):
             if i:
