@@ -30,3 +30,15 @@ def cbr(cin: int, cout: int, kernel: int = 3) -> list[nn.Module]:
     ``fold_batch_norms`` can fold it."""
     return [nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True)]
+
+
+def encode(blocks: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """A U-Net-style encoder: each block after the first sees its predecessor's output max-pooled by 2. Returns
+    every block's output, shallowest first (the skips, and the deepest features last)."""
+    features = []
+    for i, block in enumerate(blocks):
+        if i:
+            x = F.max_pool2d(x, 2)
+        x = block(x)
+        features.append(x)
+    return features

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._blocks import cbr, pad_to_multiple
+from ._blocks import cbr, encode, pad_to_multiple
 
 
 class CaiMiccaiCNN(nn.Module):
@@ -52,12 +52,8 @@ class CaiMiccaiCNN(nn.Module):
         """Logits (N, n_class, H, W)."""
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.multiple)
-        skips = []
-        for i, block in enumerate(self.blocks):
-            if i:
-                x = nn.functional.max_pool2d(x, 2)
-            x = block(x)
-            skips.append(x)
+        skips = encode(self.blocks, x)
+        x = skips[-1]
         for up, merge, skip in zip(self.up[::-1], self.merge[::-1], skips[-2::-1]):
             x = merge(torch.cat([up(x), skip], dim=1))
         return self.head(x)[:, :, :h, :w]

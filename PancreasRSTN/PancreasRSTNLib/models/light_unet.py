@@ -7,10 +7,9 @@ Inputs are padded (replicate) up to a multiple of 2^(levels-1), at least twice t
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ._blocks import pad_to_multiple
+from ._blocks import encode, pad_to_multiple
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -68,12 +67,8 @@ class LightUNet(nn.Module):
         # a multiple of 2^(levels-1), and at least twice that: the deepest level is then at least 2x2, which
         # normalisation needs in training (a crop around a tiny prediction can be a few pixels wide)
         x = pad_to_multiple(x, self.multiple)
-        skips = []
-        for i, block in enumerate(self.down):
-            if i:
-                x = F.max_pool2d(x, 2)
-            x = block(x)
-            skips.append(x)
+        skips = encode(self.down, x)
+        x = skips[-1]
         for up, merge, skip in zip(self.up, self.merge, skips[-2::-1]):
             x = merge(torch.cat([up(x), skip], dim=1))
         return self.head(x)[:, :, :h, :w]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._blocks import cbr, pad_to_multiple
+from ._blocks import cbr, encode, pad_to_multiple
 
 
 class PNetMSA(nn.Module):
@@ -63,12 +63,7 @@ class PNetMSA(nn.Module):
         """``(fused logits, [side logits of unit 0 .. unit 4])``, each (N, n_class, H, W)."""
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.multiple)
-        features = []
-        for i, unit in enumerate(self.units):
-            if i:
-                x = nn.functional.max_pool2d(x, 2)
-            x = unit(x)
-            features.append(x)
+        features = encode(self.units, x)
         agg = features[-1]
         aggs = [agg]
         for i in range(len(self.units) - 2, -1, -1):
