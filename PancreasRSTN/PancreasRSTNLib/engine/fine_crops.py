@@ -7,7 +7,7 @@ multiple of ``crop_bucket`` (more crops share a batch, but the net sees more con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -17,9 +17,9 @@ from .results import SaliencyMaps
 
 
 @dataclass
-class CropBatch:
-    """Crops of one window size (``height`` x ``width``), as (B,) tensors on the device: each triplet's centre
-    slice, its exact box [a0, a1) x [b0, b1) and where its window starts."""
+class CropWindows:
+    """Crops as (n,) tensors on the device: each triplet's centre slice, its exact box [a0, a1) x [b0, b1) and
+    where its window starts. A plan holds every crop of a view; a batch, those of one window size."""
 
     centres: torch.Tensor
     a0: torch.Tensor
@@ -28,6 +28,16 @@ class CropBatch:
     b1: torch.Tensor
     start_a: torch.Tensor
     start_b: torch.Tensor
+
+    def take(self, members: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The crops ``members``, field by field."""
+        return {f.name: getattr(self, f.name)[members] for f in fields(CropWindows)}
+
+
+@dataclass
+class CropBatch(CropWindows):
+    """Crops of one window size (``height`` x ``width``)."""
+
     height: int
     width: int
 
@@ -71,16 +81,9 @@ class CropBatch:
 
 
 @dataclass
-class CropPlan:
-    """Every crop of one view in one round, as (n,) tensors on the device, and each one's window size."""
+class CropPlan(CropWindows):
+    """Every crop of one view in one round, and each one's window size."""
 
-    centres: torch.Tensor
-    a0: torch.Tensor
-    a1: torch.Tensor
-    b0: torch.Tensor
-    b1: torch.Tensor
-    start_a: torch.Tensor
-    start_b: torch.Tensor
     sizes: list[tuple[int, int]]
 
     @classmethod
@@ -111,11 +114,7 @@ class CropPlan:
 
     def batch(self, members: torch.Tensor, size: tuple[int, int]) -> CropBatch:
         """The crops ``members`` (all of window size ``size``) as one batch."""
-        return CropBatch(
-            centres=self.centres[members], a0=self.a0[members], a1=self.a1[members], b0=self.b0[members],
-            b1=self.b1[members], start_a=self.start_a[members], start_b=self.start_b[members],
-            height=size[0], width=size[1],
-        )
+        return CropBatch(**self.take(members), height=size[0], width=size[1])
 
 
 @dataclass
