@@ -192,7 +192,18 @@ def test_windowed_refiner_matches_a_fresh_run_over_the_window():
             state = None
             for u in range(max(0, t - 3), t + 1):
                 state = refiner.forward_cell(vol[u][None, None], state)
-            assert torch.allclose(torch.sigmoid(refiner.fuse(state[0]))[0, 0], out[t], atol=1e-6), t
+            logit = torch.logit(vol[t].clamp(1e-4, 1 - 1e-4))
+            assert torch.allclose(torch.sigmoid(logit + refiner.fuse(state[0])[0, 0]), out[t], atol=1e-6), t
+
+
+def test_untrained_refiner_returns_its_input():
+    """The fusion starts at zero: a refiner adds a correction to the input's logit, nothing before it learns one."""
+    torch.manual_seed(0)
+    vol = torch.rand(6, 9, 8).clamp(1e-3, 1 - 1e-3)
+    for direction in ("bi", "forward"):
+        with torch.no_grad():
+            out = SliceRefiner(direction)(vol)
+        assert torch.allclose(out, vol, atol=1e-5)
 
 
 def test_refiner_rejects_bad_arguments():

@@ -86,7 +86,7 @@ def test_instance_norm_light_unet_uses_each_slice_own_statistics():
         together = net(x)
         alone = net(x[:1])
     assert torch.allclose(together[:1], alone, atol=1e-5)
-    with pytest.raises(ValueError, match="Unknown norm"):
+    with pytest.raises(ModelPackageError, match="cannot be built with {'norm': 'group'}: Unknown norm"):
         build_backbone("light", norm="group")
 
 

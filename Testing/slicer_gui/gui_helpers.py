@@ -9,9 +9,10 @@ from PancreasRSTNLib.io.model_package import default_metadata, save_model_packag
 
 
 def tiny_package(directory: Path, organ: str = "pancreas", seed: int = 0, name: str | None = None,
-                 always_on: bool = False) -> Path:
+                 always_on: bool = False, refiner: bool = False) -> Path:
     """A light-backbone model (widths 4, 8) with random weights; ``always_on`` makes it find organ everywhere
-    (the output layers' bias at +4), so a run is deterministic and non-empty."""
+    (the output layers' bias at +4), so a run is deterministic and non-empty; ``refiner`` adds an (untrained)
+    BiCLSTM refiner, as ``train --method rstn+biclstm`` does."""
     models = tiny_models(seed)
     if always_on:
         for model in models.values():
@@ -20,4 +21,9 @@ def tiny_package(directory: Path, organ: str = "pancreas", seed: int = 0, name: 
                 head.weight.data.zero_()
     meta = default_metadata(name or f"tiny-{organ}", organ)
     meta["training"] = {"source": "random initialisation (tests)"}
-    return save_model_package(directory, models, meta)
+    if not refiner:
+        return save_model_package(directory, models, meta)
+    from PancreasRSTNLib.models.clstm import RefinerConfig
+
+    config = RefinerConfig("bi", None, "rstn")
+    return save_model_package(directory, models, meta, refiner=config.build(), refiner_config=config)

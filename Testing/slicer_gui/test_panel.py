@@ -120,6 +120,22 @@ def test_segment_shows_every_round_as_it_arrives(panel, scene, qtbot, always_on)
         f"Round {len(names) - 1} (fine)")
 
 
+def test_a_package_with_a_refiner_shows_the_refinement_as_one_more_round(panel, scene, qtbot, always_on):
+    """An RSTN package that carries a BiCLSTM refiner (``train --method rstn+biclstm``): the panel shows RSTN's rounds,
+    then the refinement as the last round of the slider, and the result is the refined mask."""
+    shutil.rmtree(always_on / "tiny-pancreas")
+    tiny_package(always_on / "tiny-pancreas", always_on=True, refiner=True)
+    volume = _ct(scene)
+    _segment(panel, qtbot, volume, rounds=2)
+    names = [n.labelmap.GetName() for n in panel._rounds]
+    stages = [n.stage for n in panel._rounds]
+    assert stages[0] == "coarse" and stages[-1] == "refine" and set(stages[1:-1]) == {"fine"}, stages
+    assert panel.ui.roundSlider.maximum == len(names) - 1
+    table = panel.runs.session.tables["pancreas"]
+    assert panel.logic.round_summary(panel._rounds[-1], table).startswith(f"Round {len(names) - 1} (refine)")
+    assert panel.ui.statusLabel.text.startswith("Done in")
+
+
 def sitk_array(volume):
     import slicer
 

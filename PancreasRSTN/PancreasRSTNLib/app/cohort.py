@@ -363,7 +363,8 @@ def _segment_case(case: CohortCase, i: int, reader: _Prefetcher, target: Path, o
         with plan:  # published whole, or not at all
             write_image(last.mask_image(label_value), plan.staged(target), overwrite=True)
         row.status, row.output, row.device = "done", str(target), last.device
-        row.volume_ml, row.fine_rounds, row.stop_reason = round(last.volume_ml, 3), last.index, last.stop_reason
+        fine_rounds = last.index - (last.stage == "refine")  # Cai et al.: round 0 is the CNN, 1 the refiner
+        row.volume_ml, row.fine_rounds, row.stop_reason = round(last.volume_ml, 3), fine_rounds, last.stop_reason
         row.dsc_history = history
         if last.voxel_count == 0:
             row.warnings.append("empty prediction: no organ found (an empty mask was written)")

@@ -48,7 +48,7 @@ def triplets_per_batch(model: torch.nn.Module, pixels: int, config: InferenceCon
     activations of one batch should stay in cache (bigger batches are slower there, see CPU_CACHE_BYTES)."""
     if config.batch_size:
         return int(config.batch_size)
-    backbone = model.coarse_model
+    backbone = getattr(model, "coarse_model", model)  # an RSTN's coarse net, or a single CNN (Cai et al.)
     per_pixel = getattr(backbone, "activation_bytes_per_pixel", 2600)
     if dtype != torch.float32:
         per_pixel //= 2

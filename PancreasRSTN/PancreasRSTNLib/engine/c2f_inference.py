@@ -57,9 +57,10 @@ class C2FRound:
         )
 
 
-def _view_probability(net: Callable[[torch.Tensor], torch.Tensor], vol: torch.Tensor, axis: int,
+def view_probability(net: Callable[[torch.Tensor], torch.Tensor], vol: torch.Tensor, axis: int,
                       batch: int) -> torch.Tensor:
-    """Mean over the (up to 3) triplets containing each slice of ``net``'s sigmoid output; vol is (R, C, S)."""
+    """Mean over the (up to 3) triplets containing each slice of ``net``'s sigmoid output; vol is (R, C, S).
+    Shared by C2F, Cai et al.'s CNN and their end-to-end training (differentiable: no in-place op on ``prob``)."""
     v = vol.movedim(axis, 0)  # (n, a, b)
     n = v.shape[0]
     acc = torch.zeros_like(v)
@@ -67,7 +68,7 @@ def _view_probability(net: Callable[[torch.Tensor], torch.Tensor], vol: torch.Te
     centres = torch.arange(n, device=v.device)
     for start in range(0, n, batch):
         idx = triplet_indices(centres[start:start + batch], n)  # (B, 3)
-        prob = torch.sigmoid(net(v[idx]))  # (B, 3, a, b)
+        prob = torch.sigmoid(net(v[idx]).float())  # (B, 3, a, b)
         acc.index_add_(0, idx.reshape(-1), prob.reshape(-1, *v.shape[1:]))
         cnt.index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), dtype=v.dtype, device=v.device))
     return (acc / cnt.clamp(min=1)[:, None, None]).movedim(0, axis)
@@ -93,7 +94,7 @@ def run_c2f(models: dict[str, RSTN], volume_hu: np.ndarray, settings: C2FSetting
     vol = s.window.apply(torch.from_numpy(np.ascontiguousarray(volume_hu)).to(dev))
     nets = {v: models[v].to(dev).eval() for v in s.views}
     t0 = time.perf_counter()
-    prob = torch.stack([_view_probability(nets[v].coarse, vol, VIEW_AXES[v], s.batch) for v in s.views]).mean(0)
+    prob = torch.stack([view_probability(nets[v].coarse, vol, VIEW_AXES[v], s.batch) for v in s.views]).mean(0)
     p = prob.cpu().numpy()
     mask = keep_large_components(p >= s.prob_threshold)
     yield C2FRound(0, p, mask, None, None, time.perf_counter() - t0)
@@ -104,7 +105,7 @@ def run_c2f(models: dict[str, RSTN], volume_hu: np.ndarray, settings: C2FSetting
             return
         r0, r1, c0, c1, s0, s1 = box
         sub = vol[r0:r1, c0:c1, s0:s1]
-        fine = torch.stack([_view_probability(nets[v].fine, sub, VIEW_AXES[v], s.batch) for v in s.views]).mean(0)
+        fine = torch.stack([view_probability(nets[v].fine, sub, VIEW_AXES[v], s.batch) for v in s.views]).mean(0)
         full = torch.zeros_like(vol)
         full[r0:r1, c0:c1, s0:s1] = fine
         p = full.cpu().numpy()

@@ -28,7 +28,7 @@ class RoundResult:
     """One round of a run. Build it with keyword arguments: several fields share a type."""
 
     index: int  # 0 = coarse
-    stage: str  # "coarse" | "fine"
+    stage: str  # "coarse" | "fine" (RSTN, C2F) | "cnn" (Cai et al.) | "refine" (a package's (Bi)CLSTM refiner)
     probability: np.ndarray  # fused probability, canonical float32; never modified afterwards
     mask: np.ndarray  # binary mask (post-processed in fine rounds), canonical bool
     saliency: dict[str, SaliencyMaps]
@@ -37,7 +37,9 @@ class RoundResult:
     seconds: dict[str, float]
     device: str
     converged: bool = False
-    stop_reason: str | None = None  # "converged" | "max_iter" | "empty" when this is the last round
+    # when this is the last round: "converged" | "max_iter" | "empty" (RSTN, C2F) | "done" (Cai et al.'s single
+    # pass); a refinement round takes over the stop reason of the round it refined
+    stop_reason: str | None = None
 
     @property
     def voxel_count(self) -> int:

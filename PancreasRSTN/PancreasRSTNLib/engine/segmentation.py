@@ -27,6 +27,7 @@ from ..io.geometry import (
 )
 from ..io.model_package import ModelPackage
 from ..io.volume_io import validate_ct
+from .cai_inference import CaiEngine, RefinedEngine
 from .config import CancelCallback, InferenceConfig, ProgressCallback
 from .inference import RSTNEngine
 from .resampling import Resampling, needs_resampling
@@ -196,9 +197,10 @@ def canonical_hu(image: sitk.Image) -> tuple[np.ndarray, CanonicalGeometry]:
 
 
 def check_rstn_package(package: ModelPackage) -> None:
-    """Refuse packages that are not RSTNs (a C2F baseline's saliency module was never trained)."""
-    method = package.metadata.get("method", "rstn")
-    if method != "rstn":
+    """Refuse packages that ``segment`` cannot run: the C2F baseline (its saliency module was never trained).
+    RSTN and Cai et al.'s packages run, with their refiner when they carry one."""
+    method = package.method
+    if method == "c2f":
         raise ModelPackageError(
             f"Model '{package.metadata.get('name', '?')}' is a {method.upper()} baseline (trained with --method "
             f"{method}), not an RSTN: its saliency module was never trained, so segmenting with it would give wrong "
@@ -206,8 +208,18 @@ def check_rstn_package(package: ModelPackage) -> None:
         )
 
 
+def build_engine(package: ModelPackage, config: InferenceConfig | None, device: str
+                 ) -> RSTNEngine | CaiEngine | RefinedEngine:
+    """The engine a package runs with: RSTN's (followed by the package's refinement round when it carries a
+    refiner) or Cai et al.'s (CNN round, then refinement round)."""
+    if package.method == "cai":
+        return CaiEngine(package.models, package.refiner, config, device=device, window=package.window)
+    engine = RSTNEngine(package.models, config, device=device, window=package.window)
+    return engine if package.refiner is None else RefinedEngine(engine, package.refiner)
+
+
 def run_on_grid(
-    engine: RSTNEngine,
+    engine: RSTNEngine | CaiEngine | RefinedEngine,
     hu: np.ndarray,
     mapping: GridMapping,
     *,
@@ -249,8 +261,7 @@ def segment_canonical(
 def _segment(hu: np.ndarray, mapping: GridMapping, package: ModelPackage, config: InferenceConfig | None,
              device: str, progress: ProgressCallback | None, cancel: CancelCallback | None = None
              ) -> Iterator[GridRound]:
-    engine = RSTNEngine(package.models, config, device=device, window=package.window)
-    return run_on_grid(engine, hu, mapping, progress=progress, cancel=cancel)
+    return run_on_grid(build_engine(package, config, device), hu, mapping, progress=progress, cancel=cancel)
 
 
 class CheckedCT(NamedTuple):

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..devices import resolve_device
+from ..engine.cai_inference import CaiEngine, refine_round
 from ..engine.inference import InferenceConfig, RSTNEngine
 from ..engine.intensity import DEFAULT_WINDOW, HUWindow
 from ..engine.segmentation import GridMapping, GridRound, run_on_grid
 from ..io.outputs import VOLUME_SUFFIXES
+from ..models.clstm import SliceRefiner
 from .metrics import dice, segmentation_metrics
 
 if TYPE_CHECKING:
@@ -57,10 +59,11 @@ class EvalSettings:
     views: Sequence[str] | None = None  # None: every view of the model
     device: str = "auto"
     oracle: bool = False
-    method: str = "rstn"  # or "c2f": the stage-wise baseline
+    method: str = "rstn"  # or "c2f" (the stage-wise baseline) or "cai" (Cai et al.'s CNN + refiner)
     spacing: Sequence[float] | None = None
     window: HUWindow = DEFAULT_WINDOW
     resample: bool = True
+    refiner: SliceRefiner | None = None  # the package's (Bi)CLSTM refiner, applied after the stop round
 
 
 @dataclass
@@ -76,6 +79,7 @@ class CaseResult:
     seconds: float  # wall time up to the stop round at the chosen thr
     seconds_total: float  # the whole trajectory
     oracle: dict[str, float] = field(default_factory=dict)
+    refined: dict[str, float] = field(default_factory=dict)  # RSTN + refiner: the refinement of the stop round
 
 
 def _stop_round(inter_round: Sequence[float], thr: float, last: int) -> tuple[int, bool]:
@@ -86,16 +90,21 @@ def _stop_round(inter_round: Sequence[float], thr: float, last: int) -> tuple[in
     return last, False
 
 
-def _trajectory(rounds: Iterable[GridRound]) -> tuple[list[np.ndarray], list[float], list[float]]:
-    """Masks on the case's grid, inter-round DSCs and cumulative times of one run."""
+def _trajectory(rounds: Iterable[GridRound], thr: float = 1.0
+                ) -> tuple[list[np.ndarray], list[float], list[float], GridRound | None]:
+    """Masks on the case's grid, inter-round DSCs and cumulative times of one run, and the round where the run
+    would stop at ``thr`` (the first whose DSC to the previous reaches it, else the last)."""
     masks, inter, times = [], [], []
+    stop = None
     t0 = time.perf_counter()
     for r in rounds:
         masks.append(np.asarray(r.canonical_mask, dtype=bool))
         if r.dsc_to_previous is not None:
             inter.append(float(r.dsc_to_previous))
         times.append(time.perf_counter() - t0)
-    return masks, inter, times
+        if stop is None or stop.dsc_to_previous is None or stop.dsc_to_previous < thr:
+            stop = r
+    return masks, inter, times, stop
 
 
 def _c2f_rounds(models: dict, case: EvalCase, views: Sequence[str], s: EvalSettings) -> Iterable[GridRound]:
@@ -114,9 +123,23 @@ def _rstn_rounds(models: dict, case: EvalCase, config: InferenceConfig, s: EvalS
                  ) -> Iterable[GridRound]:
     """RSTN's rounds on the case, as ``segment`` runs them (resampled to the model's spacing when needed);
     ``oracle``: crop by this mask (the truth) instead of the previous round's."""
-    engine = RSTNEngine(models, config, device=s.device, window=s.window)
     mapping = GridMapping.for_input(case.hu.shape, case.spacing, s.spacing, resample=s.resample)
+    if s.method == "cai":
+        engine = CaiEngine(models, s.refiner, config, device=s.device, window=s.window)
+    else:
+        engine = RSTNEngine(models, config, device=s.device, window=s.window)
     return run_on_grid(engine, case.hu, mapping, progress=progress, oracle_mask=oracle)
+
+
+def _refined(stop: GridRound, refiner: SliceRefiner, truth: np.ndarray, spacing: Sequence[float]) -> dict:
+    """The package's refinement of the stop round, as ``segment`` applies it: its metrics and seconds."""
+    t0 = time.perf_counter()
+    refined = GridRound(refine_round(stop.result, refiner, InferenceConfig()), stop.mapping, stop.threshold)
+    mask = np.asarray(refined.canonical_mask, dtype=bool)
+    seconds = time.perf_counter() - t0
+    return {"from_round": stop.index, "seconds": round(seconds, 3),
+            "dsc_before": round(dice(stop.canonical_mask, truth, empty=0.0), 6),
+            **{k: float(v) for k, v in segmentation_metrics(mask, truth, spacing=spacing).items()}}
 
 
 def _convergence(inter: Sequence[float], dsc_rounds: Sequence[float]) -> tuple[dict, dict]:
@@ -134,7 +157,7 @@ def _oracle(models: dict, case: EvalCase, config: InferenceConfig, s: EvalSettin
             progress: Callable[[float, str], None] | None) -> dict:
     """The upper bound: fine rounds crop by the ground truth, stopping at the chosen thr."""
     truth = np.asarray(case.truth, dtype=bool)
-    masks, _, times = _trajectory(_rstn_rounds(models, case, replace(config, thr=s.thr), s, progress, oracle=truth))
+    masks, _, times, _ = _trajectory(_rstn_rounds(models, case, replace(config, thr=s.thr), s, progress, oracle=truth))
     metrics = segmentation_metrics(masks[-1], truth, spacing=case.spacing)
     return {"dsc": float(metrics["dsc"]), "rounds": len(masks) - 1,
             "dsc_per_round": [round(dice(m, truth, empty=0.0), 6) for m in masks], "seconds": round(times[-1], 3)}
@@ -148,23 +171,28 @@ def evaluate_case(models: dict, case: EvalCase, settings: EvalSettings | None = 
     truth = np.asarray(case.truth, dtype=bool)
     views = tuple(s.views or models)
     config = InferenceConfig(thr=1.0, max_iter=s.max_iter, views=views)  # the whole trajectory
-    if s.method == "c2f" and s.oracle:
+    if s.method != "rstn" and s.oracle:
         from ..errors import RSTNError
 
-        raise RSTNError("Oracle mode is defined for RSTN models only; drop --oracle for a C2F model.")
+        raise RSTNError(f"Oracle mode is defined for RSTN models only; drop --oracle for a {s.method.upper()} model.")
     if s.method == "c2f":
         rounds = _c2f_rounds(models, case, views, s)
     else:
         rounds = _rstn_rounds(models, case, config, s, progress)
-    masks, inter, times = _trajectory(rounds)
+    masks, inter, times, stop_round = _trajectory(rounds, s.thr)
     dsc_rounds = [round(dice(m, truth, empty=0.0), 6) for m in masks]
     stop, _ = _stop_round(inter, s.thr, len(masks) - 1)
     rounds_to_thr, dsc_at_thr = _convergence(inter, dsc_rounds)
     metrics = segmentation_metrics(masks[stop], truth, spacing=case.spacing)
+    refined = {}
+    if s.refiner is not None and s.method == "rstn":  # (Cai et al.'s refinement is their last round already)
+        refined = _refined(stop_round, s.refiner, truth, case.spacing)
+        metrics = {k: refined[k] for k in metrics}
     result = CaseResult(
         name=case.name, metrics={k: float(v) for k, v in metrics.items()}, coarse_dsc=dsc_rounds[0],
         dsc_per_round=dsc_rounds, inter_round=[round(v, 6) for v in inter], rounds_to_thr=rounds_to_thr,
-        dsc_at_thr=dsc_at_thr, rounds_used=stop, seconds=round(times[stop], 3), seconds_total=round(times[-1], 3),
+        dsc_at_thr=dsc_at_thr, rounds_used=stop, seconds=round(times[stop] + refined.get("seconds", 0.0), 3),
+        seconds_total=round(times[-1], 3), refined=refined,
     )
     if s.oracle:
         result.oracle = _oracle(models, case, config, s, progress)
@@ -274,6 +302,8 @@ def evaluate(models: dict, cases: Iterable[EvalCase], out: Path, settings: EvalS
 
 def _case_line(r: CaseResult, count: str) -> str:
     extra = f", oracle {r.oracle['dsc']:.4f}" if r.oracle else ""
+    if r.refined:
+        extra += f", refined from round {r.refined['from_round']} (DSC {r.refined['dsc_before']:.4f} before)"
     return (f"{count}{r.name}: DSC {r.metrics['dsc']:.4f} (coarse {r.coarse_dsc:.4f}){extra}, rounds "
             f"{r.rounds_used}, HD95 {r.metrics['hd95']:.1f} mm, ASSD {r.metrics['assd']:.2f} mm, {r.seconds:.1f} s")
 

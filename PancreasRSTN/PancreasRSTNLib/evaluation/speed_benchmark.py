@@ -105,6 +105,12 @@ def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str, tuple | 
     """(models, description, the model's spacing, its HU window)."""
     if settings.model:
         pkg = load_model_package(settings.model)
+        if pkg.method != "rstn":
+            from ..errors import ModelPackageError
+
+            raise ModelPackageError(f"`benchmark` times RSTN's engine against the reference loop; "
+                                    f"{pkg.metadata['name']} is a {pkg.method.upper()} package. Time it with "
+                                    "`pancreas-rstn evaluate --model ...` (its report has seconds per case).")
         return pkg.models, f"package {pkg.metadata['name']}", pkg.spacing, pkg.window
     torch.manual_seed(settings.seed)
     config = RSTNConfig(backbone=settings.backbone, backbone_kwargs=settings.backbone_kwargs)

@@ -1,5 +1,9 @@
 """Model packages: a folder with ``model.json`` and one safetensors file per view, verified by sha256.
 
+A package holds one method's networks (model.json ``method``): RSTN (default) and the C2F baseline keep an RSTN
+per view (``rstn`` record), Cai et al.'s system keeps its 2-D CNN for view Z (``network`` record). Any package
+may carry a (Bi)CLSTM refiner (``refiner`` record, ``refiner.safetensors``), applied after its last round.
+
 Checkpoints are never unpickled: packages use safetensors, and reference ``.pkl`` files are read with
 ``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers.
 """
@@ -21,6 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from ..engine.intensity import DEFAULT_WINDOW, HUWindow
 from ..errors import ModelPackageError, OutputExistsError
+from ..models.cai_system import CaiCNN, network_config, network_dict
+from ..models.clstm import RefinerConfig, SliceRefiner
 from ..models.model import RSTN, RSTNConfig, load_reference_state_dict, strip_module_prefix
 from ..organs import get_organ
 from ..views import VIEWS
@@ -30,6 +36,8 @@ from .geometry import CANONICAL_LAYOUT
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 MODEL_JSON = "model.json"
+REFINER_FILE = "refiner.safetensors"
+METHODS = ("rstn", "c2f", "cai")
 SYNTHETIC_WARNING = "Synthetic demo model: trained on phantoms, not for clinical use."
 
 
@@ -46,7 +54,18 @@ class ModelPackage:
     path: Path
     metadata: dict
     config: RSTNConfig
-    models: dict[str, RSTN]
+    models: dict[str, RSTN] | dict[str, CaiCNN]
+    refiner: SliceRefiner | None = None
+
+    @property
+    def method(self) -> str:
+        """"rstn", "c2f" (the stage-wise baseline) or "cai" (Cai et al.'s CNN)."""
+        return package_method(self.metadata)
+
+    @property
+    def refiner_config(self) -> RefinerConfig | None:
+        record = self.metadata.get("refiner")
+        return None if record is None else RefinerConfig.from_dict(record)
 
     @property
     def organ(self) -> str:
@@ -69,6 +88,19 @@ class ModelPackage:
     def window(self) -> HUWindow:
         """The HU window the model was trained with (the reference's [-100, 240] unless model.json says)."""
         return HUWindow(**self.metadata.get("hu_window", {}))
+
+
+def package_method(meta: Mapping) -> str:
+    method = str(meta.get("method", "rstn"))
+    if method not in METHODS:
+        raise ModelPackageError(f"Unknown method '{method}' in model.json (known: {', '.join(METHODS)}). Upgrade "
+                                "PancreasRSTN or re-export the model.")
+    return method
+
+
+def network_record(meta: Mapping) -> dict:
+    """The backbone record of any package: ``rstn`` (RSTN, C2F) or ``network`` (Cai et al.)."""
+    return dict(meta.get("network") or meta.get("rstn") or {})
 
 
 def model_spacing(meta: Mapping) -> tuple[float, float, float] | None:
@@ -139,9 +171,11 @@ def default_metadata(name: str, organ: str, label_value: int | None = None) -> d
     }
 
 
-def save_model_package(directory: str | Path, models: Mapping[str, RSTN], metadata: Mapping, overwrite: bool = False
-                       ) -> Path:
-    """Write ``model.json`` and ``model_<view>.safetensors`` files. Refuses to replace a package unless asked."""
+def save_model_package(directory: str | Path, models: Mapping[str, RSTN] | Mapping[str, CaiCNN], metadata: Mapping,
+                       overwrite: bool = False, refiner: SliceRefiner | None = None,
+                       refiner_config: RefinerConfig | None = None) -> Path:
+    """Write ``model.json`` and ``model_<view>.safetensors`` files (and ``refiner.safetensors`` with its
+    ``refiner_config``). Refuses to replace a package unless asked."""
     directory = Path(directory)
     if (directory / MODEL_JSON).exists() and not overwrite:
         raise OutputExistsError(f"A model package already exists in {directory}. Pass overwrite=True / --overwrite "
@@ -161,9 +195,17 @@ def save_model_package(directory: str | Path, models: Mapping[str, RSTN], metada
         files[view] = {"path": filename, "sha256": sha256_of(directory / filename)}
     meta = dict(metadata)
     meta["spacing"] = check_spacing(meta.get("spacing"))
+    config = next(iter(models.values())).config
+    if isinstance(next(iter(models.values())), CaiCNN):
+        meta.update({"method": "cai", "network": network_dict(config)})
+        meta.pop("rstn", None)
+    else:
+        meta["rstn"] = config.to_dict()
+    meta.pop("refiner", None)
+    if refiner is not None:
+        _save_refiner(directory, refiner, refiner_config or RefinerConfig(refiner.direction, refiner.window), meta)
     meta.update({
         "schema_version": SCHEMA_VERSION,
-        "rstn": next(iter(models.values())).config.to_dict(),
         "views": sorted(models),
         "files": files,
         "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -177,6 +219,12 @@ def save_model_package(directory: str | Path, models: Mapping[str, RSTN], metada
     meta["synthetic"] = is_synthetic(meta)  # explicit from schema 2 on
     (directory / MODEL_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     return directory
+
+
+def _save_refiner(directory: Path, refiner: SliceRefiner, config: RefinerConfig, meta: dict) -> None:
+    state = {k: v.detach().to("cpu").contiguous() for k, v in refiner.state_dict().items()}
+    save_file(state, str(directory / REFINER_FILE), metadata={"format": "pt"})
+    meta["refiner"] = {**config.to_dict(), "path": REFINER_FILE, "sha256": sha256_of(directory / REFINER_FILE)}
 
 
 def read_metadata(directory: str | Path) -> dict:
@@ -193,14 +241,15 @@ def read_metadata(directory: str | Path) -> dict:
     if not isinstance(meta, dict):
         raise ModelPackageError(f"{path} does not hold a JSON object. The package is corrupt: re-install it.")
     meta = migrate_metadata(meta, path)
-    for key in ("name", "organ", "rstn", "views", "files"):
+    for key in ("name", "organ", "rstn" if package_method(meta) != "cai" else "network", "views", "files"):
         if key not in meta:
             raise ModelPackageError(f"{path} lacks the required field '{key}'. The package is incomplete.")
     return meta
 
 
 def verify_model_package(directory: str | Path, views: tuple[str, ...] | None = None) -> dict[str, str]:
-    """Check every weight file against its sha256 in model.json; returns view -> hash."""
+    """Check every weight file (and the refiner's) against its sha256 in model.json; returns view (or "refiner")
+    -> hash."""
     directory = Path(directory)
     meta = read_metadata(directory)
     checked = {}
@@ -210,39 +259,62 @@ def verify_model_package(directory: str | Path, views: tuple[str, ...] | None = 
             raise ModelPackageError(
                 f"The model in {directory} has no weights for view {view} (views: {', '.join(meta['views'])})."
             )
-        path = directory / entry["path"]
-        if not path.is_file():
-            raise ModelPackageError(f"Missing weight file {path} for view {view}. Re-install the model package.")
-        actual = sha256_of(path)
-        if actual != entry["sha256"]:
-            raise ModelPackageError(
-                f"Hash mismatch for {path.name}: model.json says {entry['sha256'][:16]}..., the file has "
-                f"{actual[:16]}.... The file is corrupt or was modified: re-install the model package."
-            )
-        checked[view] = actual
+        checked[view] = _verified(directory / entry["path"], entry["sha256"], f"view {view}")
+    if meta.get("refiner") is not None:
+        checked["refiner"] = _verified(directory / meta["refiner"]["path"], meta["refiner"]["sha256"], "the refiner")
     return checked
+
+
+def _verified(path: Path, expected: str, what: str) -> str:
+    if not path.is_file():
+        raise ModelPackageError(f"Missing weight file {path} for {what}. Re-install the model package.")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelPackageError(
+            f"Hash mismatch for {path.name}: model.json says {expected[:16]}..., the file has "
+            f"{actual[:16]}.... The file is corrupt or was modified: re-install the model package."
+        )
+    return actual
 
 
 def load_model_package(directory: str | Path, device: str | torch.device = "cpu", views: tuple[str, ...] | None = None,
                        verify: bool = True) -> ModelPackage:
-    """Load (and by default verify) a package's per-view RSTNs."""
+    """Load (and by default verify) a package's per-view networks (RSTNs, or Cai et al.'s CNN) and its refiner."""
     directory = Path(directory)
     meta = read_metadata(directory)
     views = tuple(views or meta["views"])
     if verify:
         verify_model_package(directory, views)
-    config = RSTNConfig.from_dict(meta["rstn"])
+    cai = package_method(meta) == "cai"
+    config = network_config(meta["network"]) if cai else RSTNConfig.from_dict(meta["rstn"])
     models = {}
     for view in views:
         if view not in meta["files"]:
             raise ModelPackageError(f"The model in {directory} has no weights for view {view}.")
         path = directory / meta["files"][view]["path"]
-        try:
-            state = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelPackageError(f"Cannot read {path}: {exc}. The file is corrupt: re-install the model.") from exc
-        models[view] = load_reference_state_dict(RSTN(config), state, source=path.name).to(device).eval()
-    return ModelPackage(directory, meta, config, models)
+        model = CaiCNN(config) if cai else RSTN(config)
+        models[view] = _load_weights(model, path).to(device).eval()
+    refiner = None
+    if meta.get("refiner") is not None:
+        refiner_config = RefinerConfig.from_dict(meta["refiner"])
+        refiner = _load_weights(refiner_config.build(), directory / meta["refiner"]["path"]).to(device).eval()
+    return ModelPackage(directory, meta, config, models, refiner)
+
+
+def _load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Strictly load a safetensors file into ``model`` (names and shapes must match)."""
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelPackageError(f"Cannot read {path}: {exc}. The file is corrupt: re-install the model.") from exc
+    if isinstance(model, RSTN):
+        return load_reference_state_dict(model, state, source=path.name)
+    expected = model.state_dict()
+    if set(state) != set(expected) or any(tuple(state[k].shape) != tuple(v.shape) for k, v in expected.items()):
+        raise ModelPackageError(f"{path.name} does not fit its {type(model).__name__} as model.json describes it "
+                                f"({len(state)} tensors, {len(expected)} expected). Re-install the model package.")
+    model.load_state_dict(state, strict=True)
+    return model
 
 
 def load_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -290,13 +362,17 @@ def package_summary(directory: str | Path) -> dict:
     directory = Path(directory)
     meta = read_metadata(directory)
     weights = [directory / f["path"] for f in meta["files"].values()]
+    if meta.get("refiner"):
+        weights.append(directory / meta["refiner"]["path"])
     size = sum(p.stat().st_size for p in weights if p.exists())
     return {
         "path": str(directory),
         "name": meta["name"],
         "organ": meta["organ"],
-        "backbone": meta["rstn"].get("backbone"),
-        "saliency": meta["rstn"].get("saliency"),
+        "method": package_method(meta),
+        "backbone": network_record(meta).get("backbone"),
+        "saliency": network_record(meta).get("saliency"),
+        "refiner": meta.get("refiner"),
         "views": meta["views"],
         "size_mb": round(size / 1e6, 2),
         "spacing": model_spacing(meta),

@@ -31,7 +31,10 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
         raise ModelPackageError(
             f"Unknown backbone '{name}'. Available backbones: {', '.join(available_backbones())}."
         )
-    return _REGISTRY[name](**kwargs)
+    try:
+        return _REGISTRY[name](**kwargs)
+    except (TypeError, ValueError) as exc:  # wrong arguments for this backbone: say which, before any work
+        raise ModelPackageError(f"Backbone '{name}' cannot be built with {kwargs}: {exc}") from exc
 
 
 def fold_batch_norms(module: nn.Module) -> nn.Module:

@@ -13,11 +13,44 @@ Volumes are ``(slices, H, W)`` or ``(B, slices, H, W)``: the slice axis comes fi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
 _DIRECTIONS = ("bi", "forward", "backward")
+LOGIT_CLAMP = 1e-4
+#: What a refiner was trained on: the CNN's probability (Cai et al.'s system) or a frozen RSTN's final one.
+REFINER_INPUTS = ("cnn", "rstn")
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """How a package's refiner is built (model.json ``refiner``): direction, window, and what it refines."""
+
+    direction: str = "bi"
+    window: int | None = None
+    refines: str = "cnn"
+
+    def __post_init__(self) -> None:
+        if self.direction not in _DIRECTIONS:
+            raise ValueError(f"Unknown direction '{self.direction}': use one of {', '.join(_DIRECTIONS)}.")
+        if self.refines not in REFINER_INPUTS:
+            raise ValueError(f"A refiner refines one of {', '.join(REFINER_INPUTS)} (got '{self.refines}').")
+
+    def build(self) -> SliceRefiner:
+        return SliceRefiner(self.direction, self.window)
+
+    def to_dict(self) -> dict:
+        return {"direction": self.direction, "window": self.window, "refines": self.refines}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> RefinerConfig:
+        window = data.get("window")
+        return cls(str(data.get("direction", "bi")), None if window is None else int(window),
+                   str(data.get("refines", "cnn")))
 
 
 class ConvLSTMCell(nn.Module):
@@ -54,8 +87,12 @@ class SliceRefiner(nn.Module):
     ``direction``: "forward" (top-down: the output at slice t depends on slices <= t only), "backward" (bottom-up:
     slices >= t only), or "bi" (both, fused). ``window``: None runs each direction over the whole volume; an integer
     w restricts slice t to slices t-w .. t (forward) or t .. t+w (backward) by running the LSTM afresh over that
-    window (the MICCAI 2017 version: forward, w = 3). The output is ``sigmoid(fuse(hidden outputs))``, ``fuse`` a
-    1x1 convolution over the one (or two) directions' hidden channels.
+    window (the MICCAI 2017 version: forward, w = 3).
+
+    The output is ``sigmoid(logit(p) + fuse(hidden outputs))``: ``fuse``, a 1x1 convolution over the one (or two)
+    directions' hidden channels, gives a correction of the input's logit and starts at zero, so an untrained refiner
+    returns its input and training learns only what the neighbouring slices change (our choice: the papers do not
+    say how the refined map is read out; 0 and 1 are clamped to 1e-4 from the ends before the logit).
     """
 
     def __init__(self, direction: str = "bi", window: int | None = None, hidden_channels: int = 1,
@@ -71,6 +108,8 @@ class SliceRefiner(nn.Module):
         self.backward_cell = ConvLSTMCell(1, hidden_channels, kernel_size) if direction != "forward" else None
         n_dirs = 2 if direction == "bi" else 1
         self.fuse = nn.Conv2d(n_dirs * hidden_channels, 1, 1)
+        nn.init.zeros_(self.fuse.weight)
+        nn.init.zeros_(self.fuse.bias)
 
     def forward(self, probability: torch.Tensor) -> torch.Tensor:
         """The refined probability volume, shaped as ``probability`` (slice axis first, see the class docstring)."""
@@ -84,7 +123,8 @@ class SliceRefiner(nn.Module):
             hidden.append(self._run(self.backward_cell, vol.flip(1)).flip(1))
         b, s, hgt, wid = vol.shape
         h = torch.stack(hidden, dim=2)  # (B, S, dirs * C_hidden, H, W)
-        out = torch.sigmoid(self.fuse(h.reshape(b * s, -1, hgt, wid))).reshape(b, s, hgt, wid)
+        correction = self.fuse(h.reshape(b * s, -1, hgt, wid)).reshape(b, s, hgt, wid)
+        out = torch.sigmoid(torch.logit(vol.clamp(LOGIT_CLAMP, 1 - LOGIT_CLAMP)) + correction)
         return out if probability.dim() == 4 else out[0]
 
     def _run(self, cell: ConvLSTMCell, vol: torch.Tensor) -> torch.Tensor:

@@ -59,21 +59,32 @@ class PNetMSA(nn.Module):
         self.multiple = 2 ** (units - 1)
         self.replicate_pad_multiple = self.multiple  # the engine batches fine crops exactly with it
 
-    def forward_deep(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``(fused logits, [side logits of unit 0 .. unit 4])``, each (N, n_class, H, W)."""
+    def forward_deep(self, x: torch.Tensor, active_units: int | None = None
+                     ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """``(fused logits, [side logits of unit 0 .. unit k-1])``, each (N, n_class, H, W).
+
+        ``active_units`` k (progressive training, Cai et al.): only the k bottom units run -- the aggregation
+        starts at unit k-1 -- and the fused output is None until every unit is active (the fusion layer joins in
+        the last stage)."""
+        n_units = len(self.units) if active_units is None else int(active_units)
+        if not 1 <= n_units <= len(self.units):
+            raise ValueError(f"active_units must be in 1..{len(self.units)} (got {active_units}).")
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.multiple)
-        features = encode(self.units, x)
+        features = encode(self.units[:n_units], x)
         agg = features[-1]
         aggs = [agg]
-        for i in range(len(self.units) - 2, -1, -1):
+        for i in range(n_units - 2, -1, -1):
             agg = self.merge[i](torch.cat([features[i], self.up[i](agg)], dim=1))
             aggs.append(agg)
         aggs.reverse()  # aggs[i]: the aggregation at unit i
         sides = [self.sides[i](a if i == 0 else self.side_up[i - 1](a)) for i, a in enumerate(aggs)]
-        fused = self.fuse(torch.cat(sides, dim=1))
-        return fused[:, :, :h, :w], [s[:, :, :h, :w] for s in sides]
+        sides = [s[:, :, :h, :w] for s in sides]
+        if n_units < len(self.units):
+            return None, sides
+        return self.fuse(torch.cat(sides, dim=1)), sides
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The fused logits (N, n_class, H, W)."""
-        return self.forward_deep(x)[0]
+        fused, _ = self.forward_deep(x)
+        return fused

@@ -18,7 +18,10 @@ from .losses import get_loss, joint_weights
 from .training_data import view_axis
 
 #: S, I, J: the reference's stages; N: noisy fine-tuning; C2F: the stage-wise baseline (see trainer.py).
-MODES = ("S", "I", "J", "N", "C2F")
+MODES = ("S", "I", "J", "N", "C2F", "CNN", "SEQ", "REF")
+#: The modes each method trains in (Cai et al.: CNN with its units added progressively, then CNN + refiner end to
+#: end on slice sequences; rstn+biclstm: the refiner alone on a frozen RSTN's final probabilities).
+METHOD_MODES = {"rstn": ("S", "I", "J", "N"), "c2f": ("C2F",), "cai": ("CNN", "SEQ"), "rstn+biclstm": ("REF",)}
 #: The learning rate when none is given: the reference's for SGD, one that trains from scratch for AdamW.
 DEFAULT_LR = {"sgd": 1e-4, "adamw": 1e-3}
 
@@ -29,7 +32,7 @@ class TrainConfig:
     backbone: str = "fcn8s"
     backbone_kwargs: dict = field(default_factory=dict)
     saliency_kernels: tuple[int, ...] = (3, 5)
-    method: str = "rstn"  # "rstn" or "c2f"
+    method: str = "rstn"  # "rstn", "c2f", "cai" or "rstn+biclstm"
     T: int = 1
     loss: str = "dsc"
     #: (mode, steps per view) stages, run in order with one optimiser; the reference is S -> I -> J.
@@ -60,6 +63,13 @@ class TrainConfig:
     hu_window: tuple[float, float] = (-100.0, 240.0)  # applied to HU cases (the reference's window by default)
     augment: AugmentConfig | None = None  # None: no augmentation (the reference)
     spacing: tuple[float, float, float] | None = None  # the voxel spacing of the training data (model.json)
+    # Cai et al.'s system and the refiner (methods "cai", "rstn+biclstm")
+    refiner_direction: str = "bi"  # "bi" (TMI) or "forward" (MICCAI 2017)
+    refiner_window: int | None = None  # forward only: slices t-w .. t (MICCAI: 3); None: the whole volume
+    sequence_length: int = 5  # axial slices per training sequence (SEQ, REF)
+    crop_size: int = 128  # square training crop around the organ (CNN, SEQ, REF); 0: whole slices
+    batch_size: int = 2  # triplets per CNN step
+    unit_share: float = 0.1  # share of the CNN steps that each progressively added unit trains before the next
 
     def __post_init__(self) -> None:
         self.views = tuple(self.views)
@@ -86,10 +96,25 @@ class TrainConfig:
                 raise RSTNError(f"Unknown training mode '{m}': use S, I, J, N (noisy fine-tuning) or C2F.")
             if n < 0:
                 raise RSTNError(f"Stage {m} has {n} steps; steps must be >= 0.")
-        if self.method == "c2f" and any(m != "C2F" for m, _ in self.schedule):
-            raise RSTNError("The c2f method trains only in mode C2F: use --schedule C2F:<steps>.")
-        if self.method == "rstn" and any(m == "C2F" for m, _ in self.schedule):
-            raise RSTNError("Mode C2F belongs to --method c2f.")
+        if self.method not in METHOD_MODES:
+            raise RSTNError(f"Unknown method '{self.method}': use one of {', '.join(METHOD_MODES)}.")
+        allowed = METHOD_MODES[self.method]
+        wrong = [m for m, _ in self.schedule if m not in allowed]
+        if wrong:
+            raise RSTNError(f"Mode {wrong[0]} does not belong to --method {self.method}: its stages are "
+                            f"{', '.join(allowed)} (e.g. --steps {','.join(f'{m}:500' for m in allowed)}).")
+        if self.method in ("cai", "rstn+biclstm"):
+            self._check_refiner()
+
+    def _check_refiner(self) -> None:
+        if self.refiner_direction not in ("bi", "forward"):
+            raise RSTNError(f"--direction {self.refiner_direction}: use bi or forward.")
+        if self.refiner_window is not None and (self.refiner_direction != "forward" or self.refiner_window < 1):
+            raise RSTNError("--window is the forward CLSTM's span of previous slices (MICCAI: 3): use it with "
+                            "--direction forward and a value >= 1.")
+        if self.sequence_length < 2 or self.crop_size < 0 or self.batch_size < 1 or not 0 < self.unit_share < 0.25:
+            raise RSTNError("--sequence-length must be >= 2, --crop >= 0, --batch-size >= 1 and --unit-share in "
+                            "(0, 0.25).")
 
     @property
     def total_steps(self) -> int:

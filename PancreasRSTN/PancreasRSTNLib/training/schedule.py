@@ -17,7 +17,8 @@ from .training_data import TrainCase, view_samples
 Stages = tuple[tuple[str, int], ...]
 
 #: The steps per view of each stage when neither --steps nor --epochs is given.
-DEFAULT_STAGES: dict[str, Stages] = {"rstn": (("S", 200), ("I", 600), ("J", 800)), "c2f": (("C2F", 1000),)}
+DEFAULT_STAGES: dict[str, Stages] = {"rstn": (("S", 200), ("I", 600), ("J", 800)), "c2f": (("C2F", 1000),),
+                                     "cai": (("CNN", 1000), ("SEQ", 300)), "rstn+biclstm": (("REF", 300),)}
 
 
 def stage_at(cfg: TrainConfig, step: int) -> tuple[str, int]:
@@ -95,6 +96,8 @@ class ScheduleOptions:
             parse_steps(self.steps)
         if self.epochs:
             parse_epochs(self.epochs)
+            if self.method != "rstn":
+                raise RSTNError(f"--epochs sets RSTN's stages S, I, J; give --method {self.method} its --steps.")
 
     def resolve(self, cases: Sequence[TrainCase], views: Sequence[str], slice_threshold: float) -> tuple[Stages, int]:
         """(stages, j_decay_every) for TrainConfig; ``cases`` and ``views`` size an epoch."""
@@ -108,7 +111,7 @@ class ScheduleOptions:
         elif self.steps:
             stages = parse_steps(self.steps)
         else:
-            stages = DEFAULT_STAGES["c2f" if self.method == "c2f" else "rstn"]
+            stages = DEFAULT_STAGES[self.method]
         if self.noisy_steps:
             stages = stages + (("N", self.noisy_steps),)
         return stages, j_decay

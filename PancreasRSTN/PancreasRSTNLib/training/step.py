@@ -131,24 +131,27 @@ def sample_tensors(case: TrainCase, view: str, j: int, cfg: TrainConfig, rng: np
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(image, label) triplets of one training sample, (1, 3, H, W) float32: windowed to [0, 1] and, if the
     config asks, augmented with draws from ``rng`` (the step's own generator, so resuming replays them)."""
-    x_np = triplet(case.image, view, j)
-    y_np = triplet(case.label, view, j)
+    x, y = window_and_augment(triplet(case.image, view, j), triplet(case.label, view, j), cfg, rng)
+    return x[None].contiguous(), y[None].contiguous()
+
+
+def window_and_augment(x_np: np.ndarray, y_np: np.ndarray, cfg: TrainConfig, rng: np.random.Generator
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, H, W) slices (HU, or already windowed for phantoms) and labels -> float32 tensors windowed to [0, 1],
+    augmented when the config asks (one draw for all C slices: a triplet, or a sequence of slices)."""
     is_hu = x_np.dtype != np.float32  # HU (int16 cache) or already windowed (phantoms)
     window = cfg.window
     if cfg.augment is None:
         x_np = window.apply(x_np) if is_hu else x_np
-        x = torch.from_numpy(np.ascontiguousarray(x_np, dtype=np.float32))
-        y = torch.from_numpy(np.ascontiguousarray(y_np, dtype=np.float32))
-        return x[None], y[None]
+        return (torch.from_numpy(np.ascontiguousarray(x_np, dtype=np.float32)),
+                torch.from_numpy(np.ascontiguousarray(y_np, dtype=np.float32)))
     x = torch.from_numpy(np.ascontiguousarray(x_np, dtype=np.float32))
     y = torch.from_numpy(np.ascontiguousarray(y_np, dtype=np.float32))
     if is_hu:
         x, y = augment_triplet(x, y, rng, cfg.augment)
-        x = window.apply(x)
-    else:
-        x, y = augment_triplet(x, y, rng, cfg.augment, hu_per_unit=window.high - window.low, hu_offset=window.low)
-        x = x.clamp(0.0, 1.0)
-    return x[None].contiguous(), y[None].contiguous()
+        return window.apply(x), y
+    x, y = augment_triplet(x, y, rng, cfg.augment, hu_per_unit=window.high - window.low, hu_offset=window.low)
+    return x.clamp(0.0, 1.0), y
 
 
 def c2f_boxes(cases: Sequence[TrainCase], view: str) -> list[Box | None]:

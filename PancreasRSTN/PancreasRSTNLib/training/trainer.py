@@ -17,6 +17,8 @@ Where the parts live: ``config`` (TrainConfig), ``schedule`` (stages, LR factor)
 groups), ``step`` (one step's input, loss and update), ``checkpoints`` (weights in and out), ``run_log``
 (progress, CSV, TensorBoard), ``view_training`` (one view as named steps). This module trains every view and
 writes the model package; it also re-exports the names scripts import from ``training.trainer``.
+Cai et al.'s system and the refiner on a frozen RSTN train in ``cai_training`` (one network, no views); their
+packages are written here too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from ..distributed import DistInfo, init_distributed
-from ..errors import OutputExistsError
+from ..errors import OutputExistsError, RSTNError
 from ..io.model_package import save_model_package
 from ..models.model import RSTN
 from .checkpoints import checkpoint_path, initial_model, load_final_model
@@ -70,6 +72,13 @@ def train(cases: Sequence[TrainCase], cfg: TrainConfig, out: Path, resume: bool 
     out = Path(out)
     dist_info = init_distributed()
     _refuse_to_clobber(out, resume or overwrite)
+    if cfg.method in ("cai", "rstn+biclstm"):
+        if dist_info.world > 1:
+            raise RSTNError(f"--method {cfg.method} trains in one process; run it without torchrun.")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        options = TrainRunOptions(resume=resume, device=device, progress=progress, stop_after=stop_after)
+        return _train_sequence_method(cases, cfg, out, options, package_metadata, overwrite or resume)
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -92,6 +101,66 @@ def train(cases: Sequence[TrainCase], cfg: TrainConfig, out: Path, resume: bool 
         return None
     metadata = _package_metadata(cfg, cases, summaries, dist_info.world, package_metadata)
     return save_model_package(out / "model", models, metadata, overwrite=overwrite or resume)
+
+
+def _train_sequence_method(cases: Sequence[TrainCase], cfg: TrainConfig, out: Path, options: TrainRunOptions,
+                           package_metadata: dict | None, overwrite: bool) -> Path | None:
+    """Cai et al.'s CNN + refiner, or a refiner on the frozen RSTN package ``cfg.init``; writes OUT/model."""
+    from ..models.clstm import RefinerConfig
+    from .cai_training import SequenceTraining
+
+    rstn = None
+    probabilities = None
+    if cfg.method == "rstn+biclstm":
+        rstn, probabilities = _frozen_rstn_probabilities(cases, cfg, options.device)
+    model, summary = SequenceTraining(cases, cfg, out, options, probabilities).run()
+    if summary["final_step"] < cfg.total_steps:
+        return None
+    metadata = _package_metadata(cfg, cases, [summary], 1, package_metadata)
+    if rstn is None:
+        refiner_config = RefinerConfig(cfg.refiner_direction, cfg.refiner_window, "cnn")
+        metadata.update({"views": ["Z"], "method": "cai"})
+        return save_model_package(out / "model", {"Z": model.cnn}, metadata, overwrite=overwrite,
+                                  refiner=model.refiner, refiner_config=refiner_config)
+    refiner_config = RefinerConfig(cfg.refiner_direction, cfg.refiner_window, "rstn")
+    dropped = ("files", "created", "refiner", "schema_version", "evaluation")  # the RSTN's own, not the package's
+    meta = {k: v for k, v in rstn.metadata.items() if k not in dropped}
+    meta["name"] = metadata.get("name") or f"{rstn.metadata['name']}+biclstm"
+    meta["training"] = {**rstn.metadata.get("training", {}), "refiner": metadata["training"]}
+    meta["refined_from"] = {"name": rstn.metadata["name"], "files": rstn.metadata["files"]}
+    return save_model_package(out / "model", rstn.models, meta, overwrite=overwrite, refiner=model,
+                              refiner_config=refiner_config)
+
+
+def _frozen_rstn_probabilities(cases: Sequence[TrainCase], cfg: TrainConfig, device: str) -> tuple:
+    """The RSTN package of ``cfg.init`` and its final probability on every training volume (None for single
+    slices), run as ``segment`` runs it with default settings."""
+    import numpy as np
+
+    from ..engine.inference import InferenceConfig, RSTNEngine
+    from ..engine.resampling import needs_resampling
+    from ..io.model_package import load_model_package
+
+    if not cfg.init or not Path(cfg.init).is_dir():
+        raise RSTNError("--method rstn+biclstm refines a trained RSTN: give its model package with --init.")
+    package = load_model_package(cfg.init)
+    if package.method != "rstn":
+        raise RSTNError(f"--init {cfg.init} is a {package.method.upper()} package; rstn+biclstm needs an RSTN one.")
+    if cfg.spacing is not None and package.spacing is not None and needs_resampling(cfg.spacing, package.spacing):
+        raise RSTNError(f"The training data are at {cfg.spacing} mm and the RSTN at {package.spacing} mm: train the "
+                        f"refiner at the RSTN's spacing (--spacing {','.join(map(str, package.spacing))}).")
+    engine = RSTNEngine(package.models, InferenceConfig(views=package.views), device=device, window=package.window)
+    probabilities = []
+    for case in cases:
+        if "Z" not in case.views or case.label.shape[2] < cfg.sequence_length:
+            probabilities.append(None)
+            continue
+        hu = np.asarray(case.image)
+        if hu.dtype == np.float32:  # phantoms come windowed to [0, 1]: back to HU for the engine
+            hu = cfg.window.low + hu * (cfg.window.high - cfg.window.low)
+        *_, last = engine.run(hu)
+        probabilities.append(last.probability)
+    return package, probabilities
 
 
 def _refuse_to_clobber(out: Path, allowed: bool) -> None:
@@ -121,6 +190,6 @@ def _package_metadata(cfg: TrainConfig, cases: Sequence[TrainCase], summaries: l
     metadata.setdefault("hu_window", cfg.window.to_dict())
     if cfg.spacing is not None:
         metadata.setdefault("spacing", list(cfg.spacing))
-    if cfg.method == "c2f":
-        metadata.setdefault("method", "c2f")
+    if cfg.method in ("c2f", "cai"):
+        metadata.setdefault("method", cfg.method)
     return metadata

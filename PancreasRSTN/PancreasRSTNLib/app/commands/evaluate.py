@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ...errors import OutputExistsError
-from ...evaluation.cases import EvalCase
+from ...evaluation.cases import EvalCase, EvalSettings
 from ...io.model_package import ModelPackage
 from ...io.user_models import resolve_model
 from ...phantom import DEFAULT_SIZE, canonical_spacing, parse_triple, phantom_series
@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "DSC at every round, rounds to reach thr 0.90/0.95/0.98/0.99, time; mean +- std, min, max. Writes "
         "evaluation.json, cases.csv, rounds.csv and PNG plots.",
     )
-    p.add_argument("--model", default=None, help="a model folder or installed model name (not with --predictions)")
+    p.add_argument("--model", nargs="+", default=None,
+                   help="a model folder or installed model name (not with --predictions); several (e.g. an RSTN, a "
+                   "C2F and a Cai package) are run on the same cases and compared in OUT/comparison.{md,csv,png}")
     p.add_argument("--predictions", type=Path, default=None,
                    help="score the predictions in this folder (<case>.nii.gz, .nii, .nrrd or .mha) against --data "
                    "without running a model")
@@ -68,6 +70,7 @@ def _phantom_cases(args: argparse.Namespace, package: ModelPackage) -> Iterator[
 
 
 def _dataset_cases(args: argparse.Namespace, package: ModelPackage, info: dict) -> Iterator[EvalCase]:
+    """The dataset's (or fold's) cases, read once through the preprocessing cache at their own spacing."""
     from ...training.data_cache import build_cache
     from ...training.datasets import open_dataset
     from ...training.training_data import kfold_split
@@ -91,7 +94,7 @@ def _score_predictions(args: argparse.Namespace) -> int:
     from ...training.datasets import open_dataset
     from ..progress import Progress, progress_mode
 
-    if args.data is None or args.model is not None:
+    if args.data is None or args.model:
         raise RSTNError("--predictions scores a folder against a dataset's labels: give --data, and no --model.")
     dataset = open_dataset(args.data, organ=args.organ or "pancreas", label_value=args.label_value)
     with Progress(progress_mode(args.quiet)) as bar:
@@ -109,7 +112,10 @@ def run(args: argparse.Namespace) -> int:
         raise OutputExistsError(f"{args.out} already holds an evaluation; choose another -o or pass --overwrite.")
     if args.predictions is not None:
         return _score_predictions(args)
-    package = load_model_package(resolve_model(args.model).path)
+    packages = [load_model_package(resolve_model(name).path) for name in args.model or [None]]
+    if len(packages) > 1:
+        return _compare(args, packages)
+    package = packages[0]
     views = tuple(v for v in (args.views or "".join(package.models)).upper() if v in VIEWS)
     info = {"model": str(package.path), "model_name": package.metadata.get("name")}
     if args.phantoms is not None:
@@ -122,6 +128,43 @@ def run(args: argparse.Namespace) -> int:
     with Progress(progress_mode(args.quiet)) as bar:
         evaluate(package.models, cases, args.out, thr=args.thr, max_iter=args.max_iter, views=views,
                  device=args.device, oracle=args.oracle, info=info, echo=bar.line,
-                 method=package.metadata.get("method", "rstn"), spacing=package.spacing, window=package.window,
+                 method=package.method, refiner=package.refiner, spacing=package.spacing, window=package.window,
                  resample=not args.no_resample, n_cases=n_cases, progress=bar.update)
     return 0
+
+
+def _settings(args: argparse.Namespace, package: ModelPackage) -> EvalSettings:
+    """How ``package`` is evaluated: its own method, views, refiner, spacing and HU window; the run's options."""
+    return EvalSettings(thr=args.thr, max_iter=args.max_iter, views=tuple(package.models), device=args.device,
+                        method=package.method, spacing=package.spacing, window=package.window,
+                        resample=not args.no_resample, refiner=package.refiner)
+
+
+def _compare(args: argparse.Namespace, packages: list[ModelPackage]) -> int:
+    """Every package on the same cases; one comparison table and plot."""
+    from ...errors import RSTNError
+    from ...evaluation.comparison import Entry, compare
+    from ..progress import Progress, progress_mode
+
+    if args.oracle or args.views:
+        raise RSTNError("--oracle and --views apply to one model; compare packages with their own settings.")
+    organs = {p.organ for p in packages}
+    if len(organs) > 1 and not args.organ:
+        raise RSTNError(f"The models segment different organs ({', '.join(sorted(organs))}); compare models of one "
+                        "organ, or name it with --organ.")
+    info = {"models": [str(p.path) for p in packages]}
+    if args.phantoms is not None:
+        info["data"] = f"synthetic phantoms, seeds {args.phantom_seed}..{args.phantom_seed + args.phantoms - 1}"
+        cases = list(_phantom_cases(args, packages[0]))
+    else:
+        cases = list(_dataset_cases(args, packages[0], info))
+    entries = [Entry(_label(p), p.method + ("+" + p.refiner_config.direction + "clstm" if p.refiner is not None
+                                            and p.method == "rstn" else ""), p.models, _settings(args, p))
+               for p in packages]
+    with Progress(progress_mode(args.quiet)) as bar:
+        compare(entries, cases, args.out, info=info, echo=bar.line)
+    return 0
+
+
+def _label(package: ModelPackage) -> str:
+    return str(package.metadata.get("name") or package.path.name)

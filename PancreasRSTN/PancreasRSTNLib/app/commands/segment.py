@@ -180,7 +180,8 @@ def _segment(args: argparse.Namespace, plan: OutputPlan, output: Path, probabili
         "device": last.device,
         "threads": torch_threads(),
         "rounds": rounds,
-        "fine_rounds": last.index,
+        "fine_rounds": sum(1 for r in rounds if r["stage"] == "fine"),
+        "refined": last.stage == "refine",
         "stop_reason": last.stop_reason,
         "dsc_history": [r["dsc_to_previous"] for r in rounds[1:]],
         "volume_ml": rounds[-1]["volume_ml"],
@@ -202,7 +203,9 @@ def print_summary(summary: dict) -> None:
     if summary["resampled_to"]:
         print("resampled from " + "x".join(f"{s:g}" for s in summary["input_spacing"]) + " mm to "
               + "x".join(f"{s:g}" for s in summary["resampled_to"]) + " mm (the model's spacing) and back")
-    print(f"{summary['organ']}: {summary['volume_ml']:.2f} ml after {summary['fine_rounds']} fine round(s) ({reason})")
+    refined = ", then the refiner's round" if summary.get("refined") else ""
+    print(f"{summary['organ']}: {summary['volume_ml']:.2f} ml after {summary['fine_rounds']} fine round(s){refined} "
+          f"({reason})")
     history = ", ".join(f"{d:.4f}" for d in summary["dsc_history"]) or "none"
     print(f"inter-round DSC: {history}")
     stages: dict[str, float] = {"read": summary["seconds"]["read"]}

@@ -1,4 +1,5 @@
-"""``pancreas-rstn train``: train RSTN (or the C2F baseline) on a dataset or on synthetic phantoms."""
+"""``pancreas-rstn train``: train RSTN, the C2F baseline, Cai et al.'s CNN + (Bi)CLSTM, or a (Bi)CLSTM refiner on
+a trained RSTN, on a dataset or on synthetic phantoms."""
 
 from __future__ import annotations
 
@@ -64,15 +65,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder (checkpoints, logs, model)")
     p.add_argument("--name", default=None, help="model name written to model.json")
     p.add_argument("--views", default="XYZ", help="views to train, e.g. XYZ or Z")
-    p.add_argument("--method", choices=("rstn", "c2f"), default="rstn", help="rstn, or the stage-wise C2F baseline")
-    p.add_argument("--backbone", default="fcn8s", help="fcn8s (reference) or light")
+    p.add_argument("--method", choices=("rstn", "c2f", "cai", "rstn+biclstm"), default="rstn",
+                   help="rstn; c2f: the stage-wise baseline; cai: Cai et al.'s CNN (PNet-MSA) + (Bi)CLSTM, view Z; "
+                   "rstn+biclstm: a (Bi)CLSTM refiner on the frozen RSTN package given by --init")
+    p.add_argument("--backbone", default=None,
+                   help="fcn8s (reference), light, pnet_msa or cai_miccai (default: fcn8s; pnet_msa for --method cai)")
     p.add_argument("--widths", default=None, help="light backbone widths, e.g. 16,32,64,128")
     p.add_argument("--norm", default=None, choices=["batch", "instance"],
                    help="light backbone normalisation (batch: running statistics; instance: each slice's own)")
     p.add_argument("--T", type=positive_int, default=1, help="unrolled fine iterations in the joint loss (paper: 1..5)")
     p.add_argument("--loss", choices=("dsc", "jaccard"), default="dsc",
                    help="soft DSC (the reference) or Jaccard (Cai et al.)")
-    p.add_argument("--steps", default=None, help="steps per view of each stage, e.g. S:200,I:600,J:800 or C2F:1000")
+    p.add_argument("--steps", default=None, help="steps per view of each stage, e.g. S:200,I:600,J:800, C2F:1000, "
+                   "CNN:1000,SEQ:300 (cai) or REF:300 (rstn+biclstm)")
+    cai = p.add_argument_group("Cai et al.'s system and the refiner (--method cai / rstn+biclstm)")
+    cai.add_argument("--direction", choices=("bi", "forward"), default="bi",
+                     help="CLSTM directions: bi (top-down + bottom-up, TMI) or forward (top-down, MICCAI 2017)")
+    cai.add_argument("--window", type=positive_int, default=None,
+                     help="forward only: slice t sees slices t-W .. t (MICCAI 2017: 3; default: all previous)")
+    cai.add_argument("--sequence-length", type=positive_int, default=5,
+                     help="consecutive axial slices per training sequence")
+    cai.add_argument("--crop", type=int, default=128, help="square training crop around the organ in pixels (0: "
+                     "whole slices)")
+    cai.add_argument("--batch-size", type=positive_int, default=2, help="3-slice crops per CNN step")
+    cai.add_argument("--channels", type=positive_int, default=None,
+                     help="width of every conv of pnet_msa / cai_miccai (paper: 64; default 64)")
+    cai.add_argument("--unit-share", type=float, default=0.1,
+                     help="share of the CNN steps each PNet-MSA unit trains before the next is added (from the "
+                     "bottom; the last unit and the fusion train for the rest)")
     p.add_argument("--epochs", default=None, help="epochs of S,I,J (reference: 2,6,8); an epoch = the mean training "
                    "slices per view")
     p.add_argument("--noisy-steps", type=int, default=0, help="steps of fine-tuning with noisy data (mode N) after J")
@@ -136,8 +156,9 @@ def load_cases(args: argparse.Namespace) -> tuple[list, dict, tuple[float, float
     target = None if args.spacing == "native" else _numbers(args.spacing, 3, "--spacing")
     dataset = open_dataset(args.data, organ=args.organ, label_value=args.label_value)
     names = dataset.case_names()
+    held_out: list[str] = []
     if args.fold is not None:
-        names, _ = kfold_split(names, args.folds, args.fold, convention=args.fold_convention)
+        names, held_out = kfold_split(names, args.folds, args.fold, convention=args.fold_convention)
     cache = build_cache(dataset, args.cache or args.out / "cache", names=names, on_bad_case=args.on_bad_case,
                         spacing=target)
     cached = cache.cases()
@@ -152,15 +173,17 @@ def load_cases(args: argparse.Namespace) -> tuple[list, dict, tuple[float, float
                   "fold_convention": args.fold_convention, "skipped": cache.skipped,
                   "spacing": "resampled" if target else "native (median recorded)"}
     if args.axial_slices:
-        slice_cases, slice_info = _axial_slice_cases(args, spacing, {c.name: c for c in cached}, target is None)
+        slice_cases, slice_info = _axial_slice_cases(args, spacing, {c.name: c for c in cached}, target is None,
+                                                     held_out)
         cases += slice_cases
         provenance["axial_slices"] = slice_info
     return cases, provenance, spacing
 
 
-def _axial_slice_cases(args: argparse.Namespace, spacing: tuple[float, float, float], cached: dict, native: bool
-                       ) -> tuple[list, dict]:
-    """--axial-slices: JPEG slices in HU at the model's in-plane spacing, view Z only."""
+def _axial_slice_cases(args: argparse.Namespace, spacing: tuple[float, float, float], cached: dict, native: bool,
+                       held_out: list[str]) -> tuple[list, dict]:
+    """--axial-slices: JPEG slices in HU at the model's in-plane spacing, view Z only; never a slice of a patient
+    held out by --fold (the fold's test cases must stay unseen)."""
     from ...training.jpeg_slices import (
         ASSUMED_PIXEL_SPACING_MM,
         WindowFit,
@@ -170,7 +193,7 @@ def _axial_slice_cases(args: argparse.Namespace, spacing: tuple[float, float, fl
         slice_sample,
     )
 
-    slices = read_jpeg_slices(args.axial_slices)
+    slices = read_jpeg_slices(args.axial_slices, exclude_cases=held_out)
     if args.slices_window == "auto":
         if not native:
             raise RSTNError("--slices-window auto fits the window on the slices' own cases at their native "
@@ -189,28 +212,36 @@ def _axial_slice_cases(args: argparse.Namespace, spacing: tuple[float, float, fl
     log.info("%d axial slices of %d cases, display window %.1f..%.1f HU", len(cases), len({s.case for s in slices}),
              window.low, window.high)
     return cases, {"source": Path(args.axial_slices).resolve().name, "slices": len(cases),
-                   "window_hu": window.to_dict(), "pixel_spacing_mm": pixel}
+                   "window_hu": window.to_dict(), "pixel_spacing_mm": pixel, "excluded_cases": held_out}
 
 
 def _train_config(args: argparse.Namespace, views: tuple[str, ...], schedule: tuple, j_decay: int,
                   spacing: tuple[float, float, float] | None) -> TrainConfig:
     """The TrainConfig the options ask for (the schedule resolved by ``training.schedule``)."""
     backbone_kwargs: dict = {}
+    sequence_method = args.method in ("cai", "rstn+biclstm")
+    backbone = args.backbone or ("pnet_msa" if args.method == "cai" else "fcn8s")
     if args.widths:
         backbone_kwargs["widths"] = tuple(int(w) for w in args.widths.split(","))
     if args.norm:
         backbone_kwargs["norm"] = args.norm
+    if args.channels:
+        backbone_kwargs["channels"] = args.channels
     return TrainConfig(
-        views=views, backbone=args.backbone, backbone_kwargs=backbone_kwargs, method=args.method, T=args.T,
-        loss=args.loss, schedule=schedule, j_decay_every=j_decay, noisy_lr_factor=args.noisy_lr_factor,
-        optimizer=args.optimizer, lr=args.lr if args.lr is not None else DEFAULT_LR[args.optimizer],
+        views=views, backbone=backbone, backbone_kwargs=backbone_kwargs, method=args.method, T=args.T,
+        loss="jaccard" if sequence_method else args.loss, schedule=schedule, j_decay_every=j_decay,
+        noisy_lr_factor=args.noisy_lr_factor,
+        optimizer="adamw" if sequence_method else args.optimizer,
+        lr=args.lr if args.lr is not None else DEFAULT_LR["adamw" if sequence_method else args.optimizer],
         coarse_lr_ratio=args.coarse_lr_ratio, momentum=args.momentum, weight_decay=args.weight_decay,
         slice_threshold=args.slice_threshold, negative_fraction=args.negative_fraction, seed=args.seed,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, init=args.init,
         bn_recalibration=False if args.no_bn_recalibration else None,
         bn_recalibration_samples=args.bn_recalibration_samples,
         hu_window=_numbers(args.hu_window, 2, "--hu-window"), augment=AugmentConfig() if args.augment else None,
-        spacing=spacing,
+        spacing=spacing, refiner_direction=args.direction, refiner_window=args.window,
+        sequence_length=args.sequence_length, crop_size=args.crop, batch_size=args.batch_size,
+        unit_share=args.unit_share,
     )
 
 
@@ -228,8 +259,16 @@ def _package_metadata(args: argparse.Namespace, provenance: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     stages = ScheduleOptions(method=args.method, steps=args.steps, epochs=args.epochs, noisy_steps=args.noisy_steps,
                              j_decay_every=args.j_decay_every)
-    cases, provenance, spacing = load_cases(args)
     views = tuple(v for v in args.views.upper() if v in VIEWS)
+    if args.method == "cai":
+        if args.views.upper() not in ("Z", "XYZ"):
+            raise RSTNError("Cai et al.'s CNN segments axial slices: --method cai trains view Z only (drop --views).")
+        views = ("Z",)
+    if args.method == "rstn+biclstm" and not args.init:
+        raise RSTNError("--method rstn+biclstm refines a trained RSTN: give its model package with --init.")
+    if args.method == "cai" and args.init:
+        raise RSTNError("--method cai trains from scratch, as the paper does: drop --init.")
+    cases, provenance, spacing = load_cases(args)
     schedule, j_decay = stages.resolve(cases, views, args.slice_threshold)
     cfg = _train_config(args, views, schedule, j_decay, spacing)
     package = train(cases, cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
