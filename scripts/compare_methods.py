@@ -1,7 +1,7 @@
 """Train and compare RSTN, RSTN + BiCLSTM, the C2F baseline and Cai et al.'s system on the real NIH data, with the
 leave-one-patient-out cross-validation of the real-CT model (``train_real_model.py``).
 
-    python scripts/compare_methods.py --data ../shared/data --work runs/compare [--rstn-work runs/ship_final]
+    python scripts/compare_methods.py --data ../shared/data --work runs/compare [--rstn-work runs/ship_r4]
 
 Per fold (test PANCREAS_0001, then PANCREAS_0002), every method trains on the other NIH volume plus the JPEG
 slices of the other patients, at 1.5 mm, with the shipped model's augmentations:
@@ -57,7 +57,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "compare")
-    parser.add_argument("--rstn-work", type=Path, default=ROOT / "runs" / "ship_final",
+    parser.add_argument("--rstn-work", type=Path, default=ROOT / "runs" / "ship_r4",
                         help="the train_real_model.py work folder whose CV fold models are the RSTN entries")
     parser.add_argument("--c2f-steps", type=int, default=3000)
     parser.add_argument("--cai-steps", type=lambda t: tuple(int(v) for v in t.split(",")), default=(1500, 150),
