@@ -69,9 +69,14 @@ def test_refiner_options_are_checked_before_any_data_is_read():
 
 
 # ---------------------------------------------------------------------------------------------- train --method cai
-def test_cli_trains_cai_and_segment_shows_the_refinement_round(tmp_path):
+def test_cli_trains_cai_and_segment_shows_the_refinement_round(tmp_path, capsys):
     out = tmp_path / "cai"
     assert main(["train", *CAI_ARGS, "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["models", "info", str(out / "model")]) == 0
+    info = capsys.readouterr().out
+    assert "method:        cai, refiner bi CLSTM refining the CNN output" in info and "backbone:      pnet_msa" in info
+    assert main(["models", "verify", str(out / "model")]) == 0 and "view refiner: sha256" in capsys.readouterr().out
     meta = json.loads((out / "model" / "model.json").read_text())
     assert meta["method"] == "cai" and meta["views"] == ["Z"] and "rstn" not in meta
     assert meta["network"] == {"backbone": "pnet_msa", "backbone_kwargs": {"channels": 8}}

@@ -36,7 +36,7 @@ def test_the_old_evaluation_names_still_import():
 
 
 def test_no_core_module_is_longer_than_a_reader_holds():
-    lengths = {p.relative_to(CORE): len(p.read_text().splitlines()) for p in CORE.rglob("*.py")}
+    lengths = {p.relative_to(CORE): len(p.read_text(encoding="utf-8").splitlines()) for p in CORE.rglob("*.py")}
     assert max(lengths.values()) <= 400, sorted(lengths.items(), key=lambda kv: -kv[1])[:3]
 
 

@@ -97,7 +97,7 @@ def markdown_table(rows: Sequence[dict], n_cases: int) -> str:
         cells = []
         for _, key, _, decimals, scale in COLUMNS:
             m, sd = r[key]["mean"] * scale, r[key]["std"] * scale
-            cells.append(f"{m:.{decimals}f}" + (f" ± {sd:.{decimals}f}" if n_cases > 1 else ""))
+            cells.append(f"{m:.{decimals}f}" + (f" +- {sd:.{decimals}f}" if n_cases > 1 else ""))
         lines.append(f"| {r['label']} | {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

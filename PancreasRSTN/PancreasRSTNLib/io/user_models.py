@@ -135,7 +135,7 @@ def read_model_info(folder: str | Path, source: str = "user") -> ModelInfo:
     meta = migrate_metadata(meta, meta_path)
     organ = meta.get("organ") or {}
     organ_name = organ.get("name") if isinstance(organ, dict) else str(organ)
-    rstn = meta.get("rstn") or meta.get("rstn_config") or {}
+    rstn = meta.get("network") or meta.get("rstn") or meta.get("rstn_config") or {}  # Cai et al.'s: ``network``
     training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
     provenance = meta.get("provenance") or training.get("source") or training.get("dataset") or ""
     return ModelInfo(

@@ -97,7 +97,10 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"path:          {s['path']}")
     print(f"organ:         {s['organ']['name']} (SNOMED CT {s['organ']['snomed_code']}, "
           f"label {s['organ']['label_value']})")
-    print(f"backbone:      {s['backbone']}, saliency kernels {s['saliency']['kernels']}")
+    saliency = f", saliency kernels {s['saliency']['kernels']}" if s.get("saliency") else ""
+    print(f"method:        {s['method']}" + (f", refiner {s['refiner']['direction']} CLSTM refining the "
+                                             f"{s['refiner']['refines'].upper()} output" if s.get("refiner") else ""))
+    print(f"backbone:      {s['backbone']}{saliency}")
     print(f"views:         {', '.join(s['views'])}")
     spacing = "not recorded (inputs are used at their own spacing)" if s["spacing"] is None else \
         "x".join(f"{v:g}" for v in s["spacing"]) + " mm (inputs are resampled to it)"
