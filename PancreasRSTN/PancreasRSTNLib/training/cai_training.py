@@ -22,7 +22,6 @@ the same samples and updates (equal to float rounding: we saw CPU runs of this n
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +31,6 @@ import torch
 from ..devices import pick_device
 from ..distributed import DistInfo
 from ..engine.c2f_inference import view_probability
-from ..errors import RSTNError
 from ..models.cai_system import CaiCNN, CaiSystem
 from ..models.clstm import SliceRefiner
 from .checkpoints import TrainingState, checkpoint_path, restore_checkpoint, save_checkpoint
@@ -188,10 +186,7 @@ class SequenceTraining:
         return refine_loss, input_loss, refine_loss
 
     def record(self, mode: str, losses: tuple[torch.Tensor, ...]) -> None:
-        loss = float(losses[0].detach())
-        if not math.isfinite(loss):
-            raise RSTNError(f"The training loss became {loss} at step {self.step} ({mode}); lower --lr.")
-        self.log.record(self.step, mode, loss, losses, self.state.optimizer.param_groups[-1]["lr"])
+        self.log.record_step(self.step, mode, losses, self.state.optimizer.param_groups[-1]["lr"], mode)
 
     def save_periodic_checkpoint(self) -> None:
         every = self.cfg.checkpoint_every

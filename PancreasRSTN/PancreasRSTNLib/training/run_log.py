@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from ..app.progress import Progress
 from ..distributed import DistInfo
+from ..errors import RSTNError
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,13 @@ class ViewLog:
     def slices_per_s(self, step: int) -> float:
         """Training slices per second over all processes since this call started."""
         return (step - self.span.start) * self.world / max(self.elapsed(), 1e-9)
+
+    def record_step(self, step: int, mode: str, losses: tuple[torch.Tensor, ...], lr: float, where: str) -> None:
+        """Stop on a non-finite loss (``where``: which run, for the message); else report the step."""
+        loss = float(losses[0].detach())
+        if not math.isfinite(loss):
+            raise RSTNError(f"The training loss became {loss} at step {step} ({where}); lower --lr.")
+        self.record(step, mode, loss, losses, lr)
 
     def record(self, step: int, mode: str, loss: float, losses: tuple[torch.Tensor, ...], lr: float) -> None:
         """After step ``step`` (1-based): advance the bar; a line per epoch; a log row every ``log_every``."""

@@ -10,7 +10,6 @@ their random draws -- which makes ``--resume`` bit-exact -- is visible in ``run`
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -154,10 +153,7 @@ class ViewTraining:
 
     def record(self, mode: str, losses: tuple[torch.Tensor, ...]) -> None:
         """Stop on a non-finite loss; else report the step."""
-        loss = float(losses[0].detach())
-        if not math.isfinite(loss):
-            raise RSTNError(f"The training loss became {loss} at step {self.step} (view {self.view}); lower --lr.")
-        self.log.record(self.step, mode, loss, losses, self.state.optimizer.param_groups[-1]["lr"])
+        self.log.record_step(self.step, mode, losses, self.state.optimizer.param_groups[-1]["lr"], f"view {self.view}")
 
     def save_periodic_checkpoint(self) -> None:
         every = self.cfg.checkpoint_every
