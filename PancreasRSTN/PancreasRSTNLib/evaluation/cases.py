@@ -118,11 +118,11 @@ def _c2f_rounds(models: dict, case: EvalCase, views: Sequence[str], s: EvalSetti
         yield GridRound(r.as_round_result(dev), mapping)
 
 
-def _rstn_rounds(models: dict, case: EvalCase, config: InferenceConfig, s: EvalSettings,
+def _engine_rounds(models: dict, case: EvalCase, config: InferenceConfig, s: EvalSettings,
                  progress: Callable[[float, str], None] | None, oracle: np.ndarray | None = None
                  ) -> Iterable[GridRound]:
-    """RSTN's rounds on the case, as ``segment`` runs them (resampled to the model's spacing when needed);
-    ``oracle``: crop by this mask (the truth) instead of the previous round's."""
+    """RSTN's (or Cai et al.'s) rounds on the case, as ``segment`` runs them (resampled to the model's spacing when
+    needed); ``oracle``: crop by this mask (the truth) instead of the previous round's (RSTN only)."""
     mapping = GridMapping.for_input(case.hu.shape, case.spacing, s.spacing, resample=s.resample)
     if s.method == "cai":
         engine = CaiEngine(models, s.refiner, config, device=s.device, window=s.window)
@@ -157,7 +157,8 @@ def _oracle(models: dict, case: EvalCase, config: InferenceConfig, s: EvalSettin
             progress: Callable[[float, str], None] | None) -> dict:
     """The upper bound: fine rounds crop by the ground truth, stopping at the chosen thr."""
     truth = np.asarray(case.truth, dtype=bool)
-    masks, _, times, _ = _trajectory(_rstn_rounds(models, case, replace(config, thr=s.thr), s, progress, oracle=truth))
+    rounds = _engine_rounds(models, case, replace(config, thr=s.thr), s, progress, oracle=truth)
+    masks, _, times, _ = _trajectory(rounds)
     metrics = segmentation_metrics(masks[-1], truth, spacing=case.spacing)
     return {"dsc": float(metrics["dsc"]), "rounds": len(masks) - 1,
             "dsc_per_round": [round(dice(m, truth, empty=0.0), 6) for m in masks], "seconds": round(times[-1], 3)}
@@ -178,7 +179,7 @@ def evaluate_case(models: dict, case: EvalCase, settings: EvalSettings | None = 
     if s.method == "c2f":
         rounds = _c2f_rounds(models, case, views, s)
     else:
-        rounds = _rstn_rounds(models, case, config, s, progress)
+        rounds = _engine_rounds(models, case, config, s, progress)
     masks, inter, times, stop_round = _trajectory(rounds, s.thr)
     dsc_rounds = [round(dice(m, truth, empty=0.0), 6) for m in masks]
     stop, _ = _stop_round(inter, s.thr, len(masks) - 1)
