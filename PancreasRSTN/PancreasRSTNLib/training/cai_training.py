@@ -74,9 +74,10 @@ class SequenceTraining:
                  probabilities: Sequence[np.ndarray | None] | None = None) -> None:
         self.cases, self.cfg, self.out, self.options = cases, cfg, Path(out), options
         self.device = pick_device(options.device, DistInfo())
-        self.probabilities = probabilities
-        usable = cases if probabilities is None else [c for c, p in zip(cases, probabilities, strict=True)
-                                                      if p is not None]
+        pairs = [(c, p) for c, p in zip(cases, probabilities or [None] * len(cases), strict=True)
+                 if probabilities is None or p is not None]
+        usable = [c for c, _ in pairs]
+        self.sequence_probabilities = [p for _, p in pairs]  # aligned with the sequences' cases (REF only)
         self.sequences = SequenceSampler(usable, cfg.sequence_length)
         self.sequence_cases = usable
         self.order = SampleOrder.for_view(cases, cfg, "Z", DistInfo()) if cfg.method == "cai" else None
@@ -175,7 +176,7 @@ class SequenceTraining:
     def refiner_losses(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The refiner alone on a sequence of the frozen RSTN's final probability."""
         case, k, idx, (rows, cols) = self._sequence(rng, 0)
-        probability = [p for p in self.probabilities if p is not None][k]
+        probability = self.sequence_probabilities[k]
         p = torch.from_numpy(np.ascontiguousarray(np.moveaxis(probability[rows, cols][:, :, idx], 2, 0)))
         y = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(case.label)[rows, cols][:, :, idx], 2, 0),
                                                   dtype=np.float32))

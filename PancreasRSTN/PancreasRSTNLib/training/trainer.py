@@ -119,7 +119,6 @@ def _train_sequence_method(cases: Sequence[TrainCase], cfg: TrainConfig, out: Pa
     metadata = _package_metadata(cfg, cases, [summary], 1, package_metadata)
     if rstn is None:
         refiner_config = RefinerConfig(cfg.refiner_direction, cfg.refiner_window, "cnn")
-        metadata.update({"views": ["Z"], "method": "cai"})
         return save_model_package(out / "model", {"Z": model.cnn}, metadata, overwrite=overwrite,
                                   refiner=model.refiner, refiner_config=refiner_config)
     refiner_config = RefinerConfig(cfg.refiner_direction, cfg.refiner_window, "rstn")
