@@ -11,6 +11,7 @@ from ..errors import ModelPackageError
 from .cai_cnn import CaiMiccaiCNN
 from .fcn8s import FCN8s
 from .light_unet import LightUNet
+from .mobilenet_unet import MobileUNet
 from .pnet_msa import PNetMSA
 
 BackboneFactory = Callable[..., nn.Module]
@@ -86,5 +87,6 @@ def _conv_flops(mod: nn.Module, inp: torch.Tensor, output: torch.Tensor) -> int:
 
 register_backbone("fcn8s", FCN8s)
 register_backbone("light", LightUNet)
+register_backbone("mobilenet_unet", MobileUNet)  # ImageNet-pretrainable encoder (pretrained.py)
 register_backbone("pnet_msa", PNetMSA)  # Cai et al., IEEE TMI
 register_backbone("cai_miccai", CaiMiccaiCNN)  # Cai et al., MICCAI 2017

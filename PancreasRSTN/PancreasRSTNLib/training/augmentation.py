@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import RSTNError
+from .scanner_augmentation import ScannerAugmentConfig, scanner_augment
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,12 @@ class AugmentConfig:
     #: unenhanced CTs (the enhanced NIH pancreas lies near 100-130 HU)
     fatty_organ_probability: float = 0.0
     fatty_organ_hu: float = 120.0
+    #: nnU-Net-style transforms and the contrast-phase simulation (scanner_augmentation.py); None: off
+    scanner: ScannerAugmentConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.scanner, dict):
+            object.__setattr__(self, "scanner", ScannerAugmentConfig(**self.scanner))
         if not 0.0 <= self.probability <= 1.0:
             raise RSTNError(f"Augmentation probability {self.probability} must be in [0, 1].")
         if not 0.0 <= self.scale < 1.0 or self.rotation_deg < 0 or self.shift_hu < 0 or not 0 <= self.contrast < 1 \
@@ -46,7 +51,9 @@ class AugmentConfig:
             raise RSTNError("Augmentation ranges must be >= 0 (scale and contrast below 1).")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["scanner"] = None if self.scanner is None else self.scanner.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, data: dict | None) -> AugmentConfig | None:
@@ -80,6 +87,8 @@ def augment_triplet(image: torch.Tensor, label: torch.Tensor, rng: np.random.Gen
     if spatial and (zoom != 1.0 or angle != 0.0):
         fill = (FILL_HU - hu_offset) / hu_per_unit
         image, label = _affine(image, label, zoom, angle, fill)
+    if cfg.scanner is not None and cfg.scanner.enabled:  # its draws come after all of the above
+        image, label = scanner_augment(image, label, rng, cfg.scanner, hu_per_unit, hu_offset)
     centre = (CONTRAST_CENTRE_HU - hu_offset) / hu_per_unit
     image = (image - centre) * contrast + centre + shift / hu_per_unit
     if sigma > 0:

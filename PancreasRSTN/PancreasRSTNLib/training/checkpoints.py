@@ -77,6 +77,10 @@ def load_final_model(cfg: TrainConfig, path: Path) -> RSTN:
 def initial_model(cfg: TrainConfig, view: str) -> RSTN:
     """From scratch (seeded), from a model package, or from a reference / our own checkpoint."""
     model = RSTN(cfg.rstn_config())
+    if cfg.pretrained_encoder and not cfg.init:
+        from ..models.pretrained import init_encoders_from
+
+        init_encoders_from(model, cfg.pretrained_encoder)
     if not cfg.init:
         return model
     path = Path(cfg.init.replace("{view}", view))

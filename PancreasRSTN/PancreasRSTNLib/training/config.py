@@ -63,6 +63,10 @@ class TrainConfig:
     hu_window: tuple[float, float] = (-100.0, 240.0)  # applied to HU cases (the reference's window by default)
     augment: AugmentConfig | None = None  # None: no augmentation (the reference)
     spacing: tuple[float, float, float] | None = None  # the voxel spacing of the training data (model.json)
+    #: a converted ImageNet encoder (models/pretrained.py) loaded into both networks before training; None: none
+    pretrained_encoder: str | None = None
+    #: RSTN training samples per optimiser step (their losses averaged: a batch, under instance normalisation)
+    samples_per_step: int = 1
     # Cai et al.'s system and the refiner (methods "cai", "rstn+biclstm")
     refiner_direction: str = "bi"  # "bi" (TMI) or "forward" (MICCAI 2017)
     refiner_window: int | None = None  # forward only: slices t-w .. t (MICCAI: 3); None: the whole volume
@@ -82,6 +86,8 @@ class TrainConfig:
         if self.spacing is not None:
             self.spacing = tuple(float(v) for v in self.spacing)
         self._check_schedule()
+        if self.samples_per_step < 1:
+            raise RSTNError(f"--samples-per-step {self.samples_per_step}: give 1 or more.")
         if self.optimizer not in ("sgd", "adamw"):
             raise RSTNError(f"Unknown optimizer '{self.optimizer}': use sgd or adamw.")
         for v in self.views:

@@ -88,10 +88,10 @@ class ViewTraining:
         self.resume_checkpoint()
         self.log = self.open_log()
         while self.step < self.log.span.end:
-            inputs = self.draw_input(self.step)
+            inputs = [self.draw_input(self.step, k) for k in range(self.cfg.samples_per_step)]
             losses = self.train_step(inputs)
             self.step += 1
-            self.record(inputs.mode, losses)
+            self.record(inputs[0].mode, losses)
             self.save_periodic_checkpoint()
         return self.finish()
 
@@ -127,12 +127,14 @@ class ViewTraining:
         span = StepSpan(self.step, end, total, self.order.per_rank)
         return ViewLog(self.out, self.view, span, self.cfg.log_every, self.dist, self.options.shown)
 
-    def draw_input(self, step: int) -> StepInput:
-        """The step's sample and its random draws (margins, augmentation, C2F frame), from the step's own RNG."""
+    def draw_input(self, step: int, k: int = 0) -> StepInput:
+        """The step's ``k``-th sample and its random draws (margins, augmentation, C2F frame), from its own RNG
+        (the first sample's is the one runs of one sample per step always used)."""
         cfg = self.cfg
         mode, _ = stage_at(cfg, step)
-        sample = self.order.at(step)
-        rng = np.random.default_rng([cfg.seed, self.view_idx, step, self.dist.rank])
+        sample = self.order.at(step * cfg.samples_per_step + k)
+        key = [cfg.seed, self.view_idx, step, self.dist.rank] + ([k] if k else [])
+        rng = np.random.default_rng(key)
         prob = 1.0 if mode == "N" else cfg.margin_random_prob
         margins = crop_margins(rng, prob, 0, cfg.margin_high, cfg.margin_fixed)
         x, y = sample_tensors(self.cases[sample.case], self.view, sample.j, cfg, rng)
@@ -143,11 +145,15 @@ class ViewTraining:
             c2f_box = framed_box(self.c2f_boxes[sample.case], frame, tuple(x.shape[-2:]))
         return StepInput(mode, x, y, margins, c2f_box)
 
-    def train_step(self, inputs: StepInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forward (the unrolled joint loss) under autocast, then the update; returns (total, coarse, fine)."""
+    def train_step(self, inputs: list[StepInput]) -> tuple[torch.Tensor, ...]:
+        """Forward (the unrolled joint loss of each sample, averaged) under autocast, then one update; returns
+        (total, coarse, fine)."""
         precision = self.precision
+        parts = []
         with torch.autocast(self.device.type, dtype=precision.dtype, enabled=precision.enabled):
-            losses = self.step_module(inputs.x, inputs.y, inputs.mode, inputs.margins, inputs.c2f_box)
+            for i in inputs:
+                parts.append(self.step_module(i.x, i.y, i.mode, i.margins, i.c2f_box))
+        losses = tuple(sum(p[j] for p in parts) / len(parts) for j in range(3)) if len(parts) > 1 else parts[0]
         apply_gradients(losses[0], self.state)
         return losses
 

@@ -1,0 +1,57 @@
+"""Summarise scripts/validate_real_model.py's scores: per recipe, mean +- std over held-out patients (pooled 2-D
+DSC of the final round and of the best round), per fold, the volumes, the domain-shift panel and TotalSegmentator.
+
+    python scripts/report_validation.py [--work runs/validation] [--json benchmarks/results/real_ct_validation.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def summarise(work: Path, recipe: str) -> dict:
+    folds = sorted((work / recipe).glob("fold*/scores.json"))
+    per_patient, per_fold, volumes, totalseg = {}, {}, {}, []
+    for path in folds:
+        s = json.loads(path.read_text())
+        per_fold[s["fold"]] = [p["native"][-1] for p in s["slices"].values()]
+        for patient, variants in s["slices"].items():
+            per_patient[patient] = {v: (r[-1], max(r)) for v, r in variants.items() if v != "slices"}
+        for name, v in s.get("volumes", {}).items():
+            volumes[name] = {k: r[-1] for k, r in v.items()}
+        totalseg.append(s["totalseg"][-1])
+    variants = sorted({v for p in per_patient.values() for v in p})
+
+    def stats(values: list[float]) -> dict:
+        return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4),
+                "min": round(float(np.min(values)), 4), "n": len(values)}
+
+    return {"folds": len(folds), "patients": len(per_patient),
+            "final_round": {v: stats([p[v][0] for p in per_patient.values()]) for v in variants},
+            "best_round": {v: stats([p[v][1] for p in per_patient.values()]) for v in variants},
+            "per_fold_mean": {k: round(float(np.mean(v)), 4) for k, v in sorted(per_fold.items())},
+            "volumes_3d": volumes, "totalseg_per_fold_model": [round(t, 4) for t in totalseg]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "validation")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    out = {r.name: summarise(args.work, r.name) for r in sorted(args.work.iterdir())
+           if r.is_dir() and list(r.glob("fold*/scores.json"))}
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""Patient-level 5-fold validation of real-CT recipes on all NIH data, a domain-shift panel, and the final model.
+
+    python scripts/validate_real_model.py --recipe new --folds 0,1,2,3,4 [--work runs/validation]
+    python scripts/validate_real_model.py --recipe new --final [--ship]      # train on everything, ship it
+    python scripts/validate_real_model.py --report                            # the tables of docs/models.md
+
+Folds: ``benchmarks/splits/nih61_5fold.json`` (61 patients, seeded, committed). For fold k, training uses the two
+NIH volumes unless held out and every JPEG slice of the other patients (both sets, crops at their true pixel size,
+consecutive slices stacked); nothing of a held-out patient reaches training (checked here and in the tests).
+
+Scores, for every held-out patient (per round, so drift shows):
+- 2-D DSC pooled over its labelled slices: 2 sum|A and B| / sum(|A| + |B|), each slice segmented as a one-slice
+  CT at its pixel size (its neighbours too when it has labelled neighbours, like a real CT);
+- the held-out volumes (0001, 0002): 3-D DSC from the DICOM series, default options.
+Domain-shift panel on the held-out slices: simulated unenhanced / arterial / late phases (the tissue-wise phase
+model of the augmentation, with fixed draws), 0.57 mm pixels; on the held-out volumes: 5 mm slabs; and the
+TotalSegmentator CT (3 mm, unenhanced, model-made label) for every fold's model.
+
+Everything is resumable (finished trainings and scores are kept in --work). Data: Roth HR, Farag A, Turkbey EB,
+Lu L, Liu J, Summers RM. Data From Pancreas-CT. The Cancer Imaging Archive, 2016 (CC BY 4.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "PancreasRSTN"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from PancreasRSTNLib.devices import device_description  # noqa: E402
+from PancreasRSTNLib.engine.inference import InferenceConfig  # noqa: E402
+from PancreasRSTNLib.engine.resampling import Resampling  # noqa: E402
+from PancreasRSTNLib.engine.segmentation import GridMapping, build_engine, run_on_grid  # noqa: E402
+from PancreasRSTNLib.io.model_package import load_model_package  # noqa: E402
+from PancreasRSTNLib.training.augmentation import AugmentConfig  # noqa: E402
+from PancreasRSTNLib.training.data_cache import build_cache  # noqa: E402
+from PancreasRSTNLib.training.datasets import open_dataset  # noqa: E402
+from PancreasRSTNLib.training.jpeg_slices import fit_window_from_volumes, read_jpeg_slices  # noqa: E402
+from PancreasRSTNLib.training.nih_slices import (  # noqa: E402
+    FIRST_SET,
+    read_all_slices,
+    run_case,
+    runs,
+    scoring_slices,
+    training_slices,
+)
+from PancreasRSTNLib.training.patient_folds import check_no_leak, load_folds  # noqa: E402
+from PancreasRSTNLib.training.scanner_augmentation import PHASES, ScannerAugmentConfig, simulate_phase  # noqa: E402
+from PancreasRSTNLib.training.trainer import TrainCase, TrainConfig, train  # noqa: E402
+
+SPACING = (1.5, 1.5, 1.5)
+VOLUMES = ("PANCREAS_0001", "PANCREAS_0002")
+CITATION = ("Roth HR, Farag A, Turkbey EB, Lu L, Liu J, Summers RM. Data From Pancreas-CT. The Cancer Imaging "
+            "Archive, 2016. https://doi.org/10.7937/K9/TCIA.2016.tNB1kqBU (CC BY 4.0)")
+PRETRAINED = str(ROOT / "Resources" / "Pretrained" / "mobilenetv2_imagenet_encoder.safetensors")
+SCANNER_AUG = ScannerAugmentConfig(gamma_probability=0.3, blur_probability=0.2, lowres_probability=0.25,
+                                   elastic_probability=0.2, phase_probability=0.5)
+LIGHT = {"backbone": "light", "backbone_kwargs": {"widths": [8, 16, 32, 64, 128], "norm": "instance"}}
+MOBILE = {"backbone": "mobilenet_unet", "backbone_kwargs": {}, "pretrained_encoder": PRETRAINED}
+
+#: recipe -> (data options, TrainConfig fields). "old" is the shipped pancreas-nih-light-1.5mm recipe.
+RECIPES: dict[str, dict] = {
+    "old": {"data": {"sets": "first", "floor_hu": -100.0, "hu_window": (-100.0, 240.0)},
+            "train": {**LIGHT, "augment": AugmentConfig(unenhanced_probability=0.3, fatty_organ_probability=0.3)}},
+    "new": {"data": {"sets": "all", "floor_hu": None, "hu_window": (0.0, 255.0)},
+            "train": {**MOBILE, "augment": AugmentConfig(unenhanced_probability=0.0, fatty_organ_probability=0.2,
+                                                         scanner=SCANNER_AUG), "noisy": True}},
+}
+RECIPES["new_scratch"] = {"data": RECIPES["new"]["data"],
+                          "train": {**RECIPES["new"]["train"], "pretrained_encoder": None}}
+RECIPES["new_light"] = {"data": RECIPES["new"]["data"], "train": {**RECIPES["new"]["train"], **LIGHT}}
+RECIPES["old_alldata"] = {"data": {**RECIPES["old"]["data"], "sets": "all"}, "train": RECIPES["old"]["train"]}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------- data
+class Data:
+    """The NIH volumes (1.5 mm for training, native for testing), the JPEG slices and set 1's display window."""
+
+    def __init__(self, root: Path, work: Path) -> None:
+        dataset = open_dataset(root / "nih_pancreas_ct", organ="pancreas")
+        self.root = root
+        self.train_volumes = {c.name: c for c in build_cache(dataset, work / "cache_1.5mm", spacing=SPACING).cases()}
+        self.native = {c.name: c for c in build_cache(dataset, work / "cache_native").cases()}
+        first = read_jpeg_slices(root / FIRST_SET)
+        self.window = fit_window_from_volumes(first, {n: np.asarray(c.image) for n, c in self.native.items()})["window"]
+        self.slices = read_all_slices(root, self.window)
+        log(f"{len(self.slices)} JPEG files, {len(scoring_slices(self.slices))} distinct slices of "
+            f"{len({s.patient for s in self.slices})} patients; set 1 window "
+            f"{self.window.low:.1f}..{self.window.high:.1f}")
+
+    def training_cases(self, recipe: dict, held_out: set[str]) -> list[TrainCase]:
+        options = recipe["data"]
+        chosen = training_slices(self.slices, held_out, options["sets"])
+        check_no_leak({s.patient for s in chosen} | set(self.train_volumes) - held_out, held_out)
+        cases = [TrainCase(n, c.image, c.label) for n, c in self.train_volumes.items() if n not in held_out]
+        return cases + [run_case(r, SPACING, options["floor_hu"]) for r in runs(chosen)]
+
+
+def train_config(recipe: dict, steps: tuple[int, ...], seed: int) -> TrainConfig:
+    fields = dict(recipe["train"])
+    noisy = fields.pop("noisy", False)
+    schedule = [("S", steps[0]), ("I", steps[1]), ("J", steps[2])] + ([("N", steps[3])] if noisy else [])
+    return TrainConfig(views=("Z",), T=1, schedule=tuple(schedule), j_decay_every=max(1, steps[2] // 2),
+                       optimizer="adamw", lr=5e-4, coarse_lr_ratio=1.0, negative_fraction=0.5, seed=seed,
+                       checkpoint_every=250, log_every=50, hu_window=recipe["data"]["hu_window"], spacing=SPACING,
+                       bn_recalibration=False, **fields)
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+def rounds_on(package, hu: np.ndarray, spacing: tuple, device: str) -> list[np.ndarray]:
+    """Every round's mask on the input grid, default options (thr 0.99, up to 10 fine rounds)."""
+    engine = build_engine(package, InferenceConfig(views=tuple(package.views)), device)
+    mapping = GridMapping.for_input(hu.shape, spacing, package.spacing)
+    return [r.canonical_mask for r in run_on_grid(engine, hu, mapping)]
+
+
+def overlap(masks: list[np.ndarray], truth: np.ndarray) -> np.ndarray:
+    """(rounds, 2): |A and B| and |A| + |B| per round, for pooled DSCs."""
+    return np.array([[np.logical_and(m, truth).sum(), m.sum() + truth.sum()] for m in masks], dtype=np.float64)
+
+
+def pooled(parts: list[np.ndarray]) -> list[float]:
+    """Pooled DSC per round over slices whose rounds may stop at different counts (the last round carries on)."""
+    n = max(len(p) for p in parts)
+    total = sum(np.concatenate([p, np.repeat(p[-1:], n - len(p), axis=0)]) for p in parts)
+    return [round(float(2 * a / b) if b else 1.0, 4) for a, b in total]
+
+
+def slice_variants(hu: np.ndarray, truth: np.ndarray, spacing: float, seed: int) -> dict:
+    """The held-out slice run as other scanners and phases would give it (fixed draws per slice)."""
+    out = {"native": (hu, spacing)}
+    label = torch.from_numpy(truth.transpose(2, 0, 1).astype(np.float32))
+    image = torch.from_numpy(hu.transpose(2, 0, 1).astype(np.float32))
+    for phase in ("unenhanced", "arterial", "late"):
+        rng = np.random.default_rng([seed, len(phase)])
+        moved = simulate_phase(image, label, PHASES[phase], rng).numpy().transpose(1, 2, 0)
+        out[phase] = (np.rint(moved).astype(np.int16), spacing)
+    resampling = Resampling.between(hu.shape, (spacing, spacing, SPACING[2]), (0.57, 0.57, SPACING[2]))
+    out["0.57mm"] = (resampling.to_model(hu, dtype=np.int16), 0.57, resampling)
+    return out
+
+
+def score_slices(package, data: Data, recipe: dict, held_out: set[str], device: str) -> dict:
+    """Per held-out patient and variant: pooled 2-D DSC per round over its labelled slices."""
+    chosen = [s for s in scoring_slices(data.slices) if s.patient in held_out]
+    per_patient: dict[str, dict[str, list]] = {}
+    for run in runs(chosen):
+        first = run[0]
+        hu = np.rint(np.stack([s.hu(recipe["data"]["floor_hu"]) for s in run], axis=2)).astype(np.int16)
+        truth = np.stack([s.mask for s in run], axis=2)
+        for variant, spec in slice_variants(hu, truth, first.pixel_spacing_mm, first.slice_index).items():
+            v_hu, v_spacing = spec[0], spec[1]
+            v_truth = truth if len(spec) == 2 else spec[2].mask_to_model(truth)
+            masks = rounds_on(package, v_hu, (v_spacing, v_spacing, SPACING[2]), device)
+            per_patient.setdefault(first.patient, {}).setdefault(variant, []).append(overlap(masks, v_truth))
+    out = {}
+    for patient, variants in per_patient.items():
+        out[patient] = {v: pooled(parts) for v, parts in variants.items()}
+        out[patient]["slices"] = sum(len(r) for r in runs([s for s in chosen if s.patient == patient]))
+    return out
+
+
+def score_volume(package, data: Data, name: str, device: str) -> dict:
+    """3-D DSC per round of a held-out volume, native and as 5 mm slabs."""
+    case = data.native[name]
+    hu, truth, spacing = np.asarray(case.image), np.asarray(case.label) > 0, tuple(case.spacing)
+    out = {"native": pooled([overlap(rounds_on(package, hu, spacing, device), truth)])}
+    n = hu.shape[2] // 5
+    slab = np.rint(hu[:, :, :5 * n].reshape(*hu.shape[:2], n, 5).astype(np.float32).mean(axis=3)).astype(np.int16)
+    slab_truth = truth[:, :, :5 * n].reshape(*truth.shape[:2], n, 5).mean(axis=3) >= 0.5
+    out["5mm_slabs"] = pooled([overlap(rounds_on(package, slab, (spacing[0], spacing[1], spacing[2] * 5), device),
+                                       slab_truth)])
+    return out
+
+
+def score_totalseg(package, root: Path, device: str) -> list[float]:
+    import SimpleITK as sitk
+
+    from PancreasRSTNLib.engine.segmentation import canonical_hu
+    from PancreasRSTNLib.io.geometry import array_to_canonical
+
+    image = sitk.ReadImage(str(root / "totalseg_ct_abdomen_3mm.nii.gz"))
+    labels = sitk.ReadImage(str(root / "totalseg_ct_abdomen_3mm_labels.nii.gz"))
+    hu, geometry = canonical_hu(image)
+    truth = np.ascontiguousarray(array_to_canonical(sitk.GetArrayViewFromImage(labels), geometry)) == 7
+    return pooled([overlap(rounds_on(package, hu, geometry.canonical_spacing, device), truth)])
+
+
+# ------------------------------------------------------------------------------------------------- runs
+def run_fold(data: Data, recipe_name: str, fold: int | None, folds: list[list[str]], args: argparse.Namespace
+             ) -> dict:
+    recipe = RECIPES[recipe_name]
+    held_out = set(folds[fold]) if fold is not None else set()
+    name = f"fold{fold}" if fold is not None else "final"
+    out = args.work / recipe_name / name
+    results_path = out / "scores.json"
+    if results_path.is_file() and not args.rescore:
+        return json.loads(results_path.read_text())
+    cases = training_cases = data.training_cases(recipe, held_out)
+    steps = tuple(int(v) for v in (args.final_steps if fold is None else args.steps).split(","))
+    cfg = train_config(recipe, steps, args.seed)
+    log(f"{recipe_name} {name}: {len(training_cases)} training cases "
+        f"({sum(c.image.shape[2] for c in cases if c.views == ('Z',))} JPEG slices), held out {len(held_out)}")
+    t0 = time.perf_counter()
+    package_dir = out / "model"
+    if not (package_dir / "model.json").is_file():
+        meta = {"name": f"pancreas-nih-{recipe_name}-{name}", "organ": "pancreas",
+                "training": {"data": {"held_out_patients": sorted(held_out), "citation": CITATION,
+                                      "jpeg_files": sum(c.image.shape[2] for c in cases if c.views == ("Z",)),
+                                      "volumes": [n for n in VOLUMES if n not in held_out]}}}
+        train(cases, replace(cfg), out, resume=True, device=args.device, progress=False, package_metadata=meta)
+    train_seconds = round(time.perf_counter() - t0, 1)
+    package = load_model_package(package_dir)
+    t1 = time.perf_counter()
+    result = {"recipe": recipe_name, "fold": fold, "held_out": sorted(held_out), "train_seconds": train_seconds,
+              "device": device_description(torch.device(args.device)), "threads": torch.get_num_threads(),
+              "steps": list(steps), "date": time.strftime("%Y-%m-%d")}
+    if held_out:
+        result["slices"] = score_slices(package, data, recipe, held_out, args.device)
+        result["volumes"] = {v: score_volume(package, data, v, args.device) for v in VOLUMES if v in held_out}
+    result["totalseg"] = score_totalseg(package, data.root, args.device)
+    result["score_seconds"] = round(time.perf_counter() - t1, 1)
+    results_path.write_text(json.dumps(result, indent=1) + "\n")
+    log(f"{recipe_name} {name}: trained in {train_seconds} s, scored in {result['score_seconds']} s")
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "validation")
+    parser.add_argument("--recipe", default="new", choices=sorted(RECIPES))
+    parser.add_argument("--folds", default="0,1,2,3,4")
+    parser.add_argument("--final", action="store_true", help="train on every patient (no held-out fold)")
+    parser.add_argument("--steps", default="100,250,500,150", help="steps of stages S, I, J (and N) in the folds")
+    parser.add_argument("--final-steps", default="300,700,1600,400", help="the same for --final")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rescore", action="store_true", help="score again even if scores.json exists")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folds = load_folds()
+    started = time.perf_counter()
+    data = Data(args.data, args.work)
+    if args.final:
+        run_fold(data, args.recipe, None, folds, args)
+    else:
+        for k in (int(v) for v in args.folds.split(",")):
+            run_fold(data, args.recipe, k, folds, args)
+    log(f"done in {time.perf_counter() - started:.0f} s on {platform.node()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
