@@ -107,11 +107,10 @@ def read_series(folder: Path, allow_missing_slices: bool = False) -> tuple[sitk.
         problem = (f"The DICOM series in {folder} has {len(gaps)} gap(s) between slices that are otherwise "
                    f"{median:.2f} mm apart: {'; '.join(gaps[:5])}" + (f". {lost}" if lost else ""))
         if not allow_missing_slices:
-            raise InputImageError(
-                f"{problem}. Read as it is, the volume would be shorter and its slice spacing stretched, so the mask "
-                "would not line up with the CT. Restore the missing slices, or pass --allow-missing-slices to "
-                "segment it anyway.", fix="Restore the missing slices, or pass --allow-missing-slices to segment it "
-                "anyway (the slice spacing is then averaged over the gap).")
+            fix = ("Restore the missing slices, or pass --allow-missing-slices to segment it anyway (the slice "
+                   "spacing is then averaged over the gap).")
+            raise InputImageError(f"{problem}. Read as it is, the volume would be shorter and its slice spacing "
+                                  f"stretched, so the mask would not line up with the CT. {fix}", fix=fix)
         warnings.append(f"{problem}. Read anyway (--allow-missing-slices): the slice spacing "
                         f"({image.GetSpacing()[2]:.3f} mm) is the average over the gap, so the mask may not line up "
                         "with the CT near it")

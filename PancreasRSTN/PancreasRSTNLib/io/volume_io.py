@@ -45,8 +45,8 @@ def read_input(path: str | Path, allow_missing_slices: bool = False) -> InputVol
                 image = sitk.ReadImage(str(path))
         except RuntimeError as exc:
             first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
-            raise InputImageError(f"Cannot read {path}: {first_line}. The file may be corrupt. {SUPPORTED_HINT}",
-                                  fix=f"Check that the file is whole. {SUPPORTED_HINT}") from exc
+            raise InputImageError(f"Cannot read {path}: {first_line}. The file may be corrupt. {SUPPORTED_HINT}") \
+                from exc
     said_gap = any("gap" in w for w in warnings)  # our words for what ITK calls non-uniform sampling
     warnings += [m for m in itk.messages if not (said_gap and "not evenly spaced" in m)]
     return InputVolume(image, warnings)
