@@ -245,7 +245,13 @@ def test_evaluate_scores_a_predictions_folder_without_a_model(tmp_path, capsys):
     moved.CopyInformation(shifted)
     sitk.WriteImage(moved, str(preds / "p2.nrrd"))  # off by one voxel; p3 missing
     out = tmp_path / "report"
-    assert main(["evaluate", "--data", str(root), "--predictions", str(preds), "-o", str(out), "--quiet"]) == 0
+    # a missing prediction is a bad case: by default the evaluation stops, naming it (issue 21, class 6) ...
+    assert main(["evaluate", "--data", str(root), "--predictions", str(preds), "-o", str(out), "--quiet"]) == 1
+    assert "Case p3 cannot be scored: no prediction p3.nii.gz" in capsys.readouterr().err
+    # ... and with --on-bad-case skip it is left out with a warning and listed
+    assert main(["evaluate", "--data", str(root), "--predictions", str(preds), "-o", str(out), "--quiet",
+                 "--on-bad-case", "skip"]) == 0
+    assert "case p3 left out" in capsys.readouterr().err
     report = json.loads((out / "evaluation.json").read_text())
     cases = {c["case"]: c for c in report["cases"]}
     assert cases["p1"]["dsc"] == 1.0 and cases["p1"]["assd"] == 0.0

@@ -11,7 +11,7 @@ from helpers import demo_model_dir, tiny_models
 from PancreasRSTNLib.engine.inference import InferenceConfig, RSTNEngine, cudnn_autotuning
 from PancreasRSTNLib.engine.reference_loop import reference_segment
 from PancreasRSTNLib.engine.triplets import accumulate_whole_slices, slice_weights
-from PancreasRSTNLib.errors import InputImageError, ModelPackageError, RunCancelled
+from PancreasRSTNLib.errors import ModelPackageError, OptionsError, RunCancelled
 from PancreasRSTNLib.evaluation.metrics import dice
 from PancreasRSTNLib.io.model_package import load_model_package
 from PancreasRSTNLib.models.model import RSTN, RSTNConfig
@@ -141,12 +141,12 @@ def test_bad_configuration_messages():
     models = tiny_models(views="Z")
     with pytest.raises(ModelPackageError, match="no weights for view"):
         RSTNEngine(models, InferenceConfig(views=("X", "Z")))
-    with pytest.raises(InputImageError, match="thr"):
+    with pytest.raises(OptionsError, match="thr"):  # an option's error, not the input image's (issue 21, class 8)
         RSTNEngine(models, InferenceConfig(views=("Z",), thr=1.5))
-    with pytest.raises(InputImageError, match="subset of X, Y, Z"):
+    with pytest.raises(OptionsError, match="subset of X, Y, Z"):
         RSTNEngine(models, InferenceConfig(views=("Q",)))
     if not torch.cuda.is_available():
-        with pytest.raises(InputImageError, match="CUDA was requested"):
+        with pytest.raises(OptionsError, match="CUDA was requested"):
             RSTNEngine(models, InferenceConfig(views=("Z",)), device="cuda")
 
 

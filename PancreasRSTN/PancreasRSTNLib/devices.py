@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import InputImageError
+from .errors import OptionsError
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +25,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputImageError(
+        raise OptionsError(
             "CUDA was requested but this torch build sees no GPU "
             f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}). Use --device cpu, or install "
             "a CUDA build of torch."

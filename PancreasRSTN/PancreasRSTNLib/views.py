@@ -7,13 +7,13 @@ here, so the mapping exists once.
 
 from __future__ import annotations
 
-from .errors import RSTNError
+from .errors import OptionsError
 
 VIEWS: tuple[str, ...] = ("X", "Y", "Z")
 VIEW_AXES: dict[str, int] = {view: axis for axis, view in enumerate(VIEWS)}
 
 
-class UnknownViewError(RSTNError):
+class UnknownViewError(OptionsError):
     """A view name other than X, Y or Z."""
 
 

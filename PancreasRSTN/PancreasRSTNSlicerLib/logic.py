@@ -36,6 +36,9 @@ from .session import RoundNodes, RunResult, RunSession, arbitrate
 if TYPE_CHECKING:
     from PancreasRSTNLib.engine.segmentation import CheckedCT
 
+#: A segmentation file that keeps segment names, colours and terminology (Slicer's own format).
+SEG_NRRD = ".seg.nrrd"
+
 
 @dataclass
 class RunOptions:
@@ -176,37 +179,61 @@ class PancreasRSTNLogic:
 
     # ---------------------------------------------------------------- export
     def export_segmentation(self, seg, path: str | Path, reference_node=None, overwrite: bool = False) -> Path:
-        """Write the segmentation as a labelmap file (.nii.gz, .nii, .nrrd) on the reference volume's grid, or
-        as a .seg.nrrd (keeps names, colours and terminology). Refuses to overwrite unless asked."""
-        import slicer
-
-        from PancreasRSTNLib.errors import OutputExistsError
+        """Write the segmentation as a labelmap file (.nii.gz, .nii, .nrrd, .mha) on the reference volume's grid,
+        or as a .seg.nrrd (keeps names, colours and terminology). Refuses to overwrite unless asked, and never
+        writes over an input (the reference volume's file, the segmentation's own file). The file is written under
+        a temporary name, checked, then put in place: whole or not at all (``io.outputs``, as the CLI)."""
+        from PancreasRSTNLib.errors import OutputExistsError, OutputPathError
+        from PancreasRSTNLib.io.outputs import VOLUME_SUFFIXES, OutputPlan, check_volume_file
 
         path = Path(path)
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists already. Choose another name or confirm overwriting.")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        plan = OutputPlan(overwrite=True)
+        for node, what in ((reference_node, "The reference volume's file"), (seg, "The segmentation's own file")):
+            storage = node.GetStorageNode() if node is not None else None
+            if storage is not None and storage.GetFileName():
+                plan.protect(storage.GetFileName(), what)
+        try:
+            target = plan.file(path, "The export", suffixes=(SEG_NRRD, *VOLUME_SUFFIXES))
+            with plan:
+                if path.name.lower().endswith(SEG_NRRD):
+                    staged = plan.staged(target)
+                    self._write_seg_nrrd(seg, staged)
+                    problem = check_volume_file(staged)
+                    if problem:
+                        raise OutputPathError(f"Could not write {path}: {problem}. Nothing was written there. Check "
+                                              "the folder's free space and permissions.")
+                else:
+                    plan.write(target, self._labelmap_image(seg, reference_node))
+        except BaseException:
+            plan.abort()
+            raise
+        return path
+
+    def _write_seg_nrrd(self, seg, path: Path) -> None:
         scene = self.context.scene
-        if path.name.endswith(".seg.nrrd"):
-            storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
-            try:
-                storage.SetFileName(str(path))
-                if not storage.WriteData(seg):
-                    raise RSTNError(f"Could not write {path}.")
-            finally:
-                scene.RemoveNode(storage)
-            return path
+        storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+        try:
+            storage.SetFileName(str(path))
+            if not storage.WriteData(seg):
+                raise RSTNError(f"Could not write {path}.")
+        finally:
+            scene.RemoveNode(storage)
+
+    def _labelmap_image(self, seg, reference_node) -> sitk.Image:
+        """The visible segments as one labelmap on ``reference_node``'s grid."""
+        import slicer
+
+        scene = self.context.scene
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "PancreasRSTN export")
         try:
             segmentations = slicer.vtkSlicerSegmentationsModuleLogic
-            ok = segmentations.ExportVisibleSegmentsToLabelmapNode(seg, labelmap, reference_node)
-            if not ok:
+            if not segmentations.ExportVisibleSegmentsToLabelmapNode(seg, labelmap, reference_node):
                 raise RSTNError("Could not convert the segmentation to a labelmap for export.")
-            image = volume_node_to_image(labelmap)
-            sitk.WriteImage(image, str(path), useCompression=True)
+            return volume_node_to_image(labelmap)
         finally:
             remove_node(scene, labelmap)
-        return path
 
     # ---------------------------------------------------------------- display (no Qt; Slicer app only)
     @staticmethod

@@ -10,13 +10,14 @@ folder's path below the cohort folder with ``/`` replaced by ``__``; a CSV may g
 are refused before anything runs.
 
 A DICOM folder holding several series: the series with the most files (slices) is read, on a tie the smallest
-series UID (``volume_io.dicom_series``); the others are listed in that case's warnings.
+series UID (``io.dicom``); the others are listed in that case's warnings.
 
-The table (``cohort.csv`` and ``cohort.json``) has per case: status, output, volume in ml, fine rounds, stop
-reason, inter-round DSC history, seconds, device, model, warnings and the error. Each case's row is also kept as
-``<out>/.rows/<name>.json`` the moment the case ends, so an interrupted run loses nothing. A failing case is
-recorded and skipped. Re-running skips cases whose output exists (``overwrite`` redoes them) and retries failed
-ones. Under torchrun, rank r takes every world-th unfinished case with its own GPU, and rank 0 merges every row
+The table (``cohort.csv`` and ``cohort.json``, ``cohort_table``) has per case: status, output, volume in ml, fine
+rounds, stop reason, inter-round DSC history, seconds, device, model, model id, settings, warnings and the error.
+Each case's row is also kept as ``<out>/.rows/<name>.json`` the moment the case ends, so an interrupted run loses
+nothing. A failing case is recorded and skipped. Re-running skips cases whose output exists (``overwrite`` redoes
+them) and retries failed ones; finished cases made with another model or other settings are refused. Under
+torchrun, rank r takes every world-th unfinished case with its own GPU, and rank 0 merges every row
 into the table at the end. While a case runs, the next one is read and canonicalised on a worker thread.
 """
 
@@ -24,52 +25,33 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..devices import pick_device
 from ..distributed import DistInfo, barrier
 from ..errors import InputImageError, RSTNError
+from ..io.dicom import is_dicom_file, series_note
 from ..io.outputs import VOLUME_SUFFIXES, OutputPlan, volume_suffix
+from .cohort_table import (
+    TABLE_COLUMNS as TABLE_COLUMNS,  # re-exported: tests and scripts read the table by it
+)
+from .cohort_table import CaseRow, final_row, refuse_other_settings, save_row, write_table
 
 if TYPE_CHECKING:  # torch-heavy: imported by the functions that run a case
     from ..engine.inference import InferenceConfig
     from ..io.model_package import ModelPackage
     from .progress import CohortProgress
 
-TABLE_COLUMNS = ("case", "status", "input", "output", "volume_ml", "fine_rounds", "stop_reason", "dsc_history",
-                 "seconds", "device", "rank", "model", "warnings", "error")
-
-
 @dataclass
 class CohortCase:
     name: str
     input: Path
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class CaseRow:
-    case: str
-    status: str  # "done" | "failed"
-    input: str
-    output: str = ""
-    volume_ml: float | None = None
-    fine_rounds: int | None = None
-    stop_reason: str | None = None
-    dsc_history: list[float] = field(default_factory=list)
-    seconds: float | None = None
-    device: str = ""
-    rank: int = 0  # the torchrun process that ran it
-    model: str = ""
-    warnings: list[str] = field(default_factory=list)
-    error: str = ""
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -83,21 +65,8 @@ def case_name(path: Path, root: Path | None = None) -> str:
     return "__".join(relative.parts)
 
 
-def _is_dicom_file(path: Path) -> bool:
-    """A ``.dcm`` file, or a file of any name with the DICOM preamble's ``DICM`` at byte 128."""
-    if not path.is_file() or path.name.startswith("."):
-        return False
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
-
-
 def _has_dicom(folder: Path) -> bool:
-    return any(_is_dicom_file(f) for f in folder.iterdir())
+    return any(is_dicom_file(f) for f in folder.iterdir())
 
 
 def _dicom_folders(root: Path) -> list[Path]:
@@ -179,71 +148,22 @@ def collect_inputs(spec: str | Path) -> list[CohortCase]:
         names[case.name] = case.input
         if not case.input.exists():
             raise InputImageError(f"Case {case.name}: input not found: {case.input}.")
-        if case.input.is_dir():
-            series = dicom_series(case.input)
-            if len(series) > 1:
-                listed = "; ".join(f"{uid} ({len(files)} files)" for uid, files in series)
-                case.warnings.append(f"{len(series)} DICOM series in the folder; read the one with most slices, "
-                                     f"{series[0][0]} (the rule: most files, then smallest UID): {listed}")
+        if case.input.is_dir() and (note := series_note(dicom_series(case.input))):
+            case.warnings.append(note)
     return cases
 
 
 # ---------------------------------------------------------------------------------------------- the run
-ROWS_FOLDER = ".rows"
 CASE_ERRORS = (RSTNError, RuntimeError, OSError, ValueError, MemoryError)  # a case's failure, not the cohort's
 
 
-def _load(case: CohortCase, allow_non_ct: bool):
-    """Read, check and canonicalise one case (on the prefetch thread)."""
+def _load(case: CohortCase, allow_non_ct: bool, allow_missing_slices: bool = False):
+    """Read, check and canonicalise one case (on the prefetch thread); returns (CheckedCT, the reader's warnings)."""
     from ..engine.segmentation import prepare_ct
-    from ..io.volume_io import read_image
+    from ..io.volume_io import read_input
 
-    return prepare_ct(read_image(case.input), allow_non_ct)
-
-
-def write_table(out: Path, rows: list[CaseRow], info: dict, name: str = "cohort") -> None:
-    """``<name>.json`` (with ``info``) and ``<name>.csv``, each replaced atomically."""
-    data = {"info": info, "cases": [asdict(r) for r in rows]}
-    token = os.getpid()  # processes sharing -o (a SLURM job array) never share a temporary file
-    tmp = out / f".{name}.json.partial-{token}"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(out / f"{name}.json")
-    tmp = out / f".{name}.csv.partial-{token}"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(TABLE_COLUMNS)
-        for r in rows:
-            w.writerow([_csv_cell(c, getattr(r, c)) for c in TABLE_COLUMNS])
-    tmp.replace(out / f"{name}.csv")
-
-
-def _csv_cell(column: str, value: str | float | list[str] | list[float] | None) -> str:
-    if value is None:
-        return ""
-    if column == "warnings":
-        return "; ".join(value)
-    if column == "dsc_history":
-        return " ".join(f"{v:.4f}" for v in value)
-    return str(value)
-
-
-def _save_row(out: Path, row: CaseRow) -> None:
-    folder = out / ROWS_FOLDER
-    folder.mkdir(exist_ok=True)
-    tmp = folder / f".{row.case}.json.partial-{os.getpid()}"
-    tmp.write_text(json.dumps(asdict(row), indent=2) + "\n")
-    tmp.replace(folder / f"{row.case}.json")
-
-
-def _read_row(out: Path, name: str) -> CaseRow | None:
-    path = out / ROWS_FOLDER / f"{name}.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        return CaseRow(**{k: v for k, v in data.items() if k in CaseRow.__dataclass_fields__})
-    except (ValueError, TypeError):
-        return None
+    image, warnings = read_input(case.input, allow_missing_slices)
+    return prepare_ct(image, allow_non_ct), warnings
 
 
 @dataclass(frozen=True)
@@ -259,6 +179,15 @@ class CohortRunOptions:
     allow_non_ct: bool = False
     suffix: str = ".nii.gz"  # the output format: one of VOLUME_SUFFIXES
     prefetch: bool = True
+    allow_missing_slices: bool = False
+
+    def settings(self) -> dict:
+        """The choices that change a case's result, as each row records them (the model is ``model_id``)."""
+        c = self.config
+        return {"model": str(self.package.metadata.get("name")), "thr": c.thr, "max_iter": c.max_iter,
+                "prob_threshold": c.prob_threshold, "margin": c.margin, "views": "".join(c.views),
+                "postprocess": c.postprocess, "precision": c.precision, "crop_bucket": c.crop_bucket,
+                "coarse_downsample": c.coarse_downsample, "resample": self.resample}
 
 
 @dataclass
@@ -271,17 +200,20 @@ class CohortResult:
 class _Prefetcher:
     """Reads case i+1 on a worker thread while case i runs; without it, reads in the calling thread."""
 
-    def __init__(self, cases: list[CohortCase], allow_non_ct: bool, enabled: bool) -> None:
-        self.cases, self.allow_non_ct = cases, allow_non_ct
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cohort-read") if enabled else None
+    def __init__(self, cases: list[CohortCase], options: CohortRunOptions) -> None:
+        self.cases = cases
+        self.flags = (options.allow_non_ct, options.allow_missing_slices)
+        self.executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="cohort-read") if options.prefetch
+                         else None)
         self.pending: dict[int, Future] = {}
 
     def get(self, i: int):
-        """Case i's canonical volume (raises what reading it raised); starts reading case i+1."""
+        """Case i's canonical volume and the reader's warnings (raises what reading it raised); starts reading
+        case i+1."""
         future = self.pending.pop(i, None)
         if self.executor is not None and i + 1 < len(self.cases):
-            self.pending[i + 1] = self.executor.submit(_load, self.cases[i + 1], self.allow_non_ct)
-        return future.result() if future is not None else _load(self.cases[i], self.allow_non_ct)
+            self.pending[i + 1] = self.executor.submit(_load, self.cases[i + 1], *self.flags)
+        return future.result() if future is not None else _load(self.cases[i], *self.flags)
 
     def close(self) -> None:
         if self.executor is not None:
@@ -294,6 +226,7 @@ def run_cohort(cases: list[CohortCase], out: Path, options: CohortRunOptions, di
     table of every case. ``progress`` (optional) has ``case_update(fraction, stage)`` and ``case_done()``."""
     from ..devices import device_description
     from ..engine.inference import prepare_for_inference
+    from ..io.model_package import package_id
 
     dist_info = dist_info or DistInfo()
     suffix = options.suffix
@@ -302,6 +235,8 @@ def run_cohort(cases: list[CohortCase], out: Path, options: CohortRunOptions, di
     out.mkdir(parents=True, exist_ok=True)
     outputs = {c.name: out / f"{c.name}{suffix}" for c in cases}
     todo = [c for c in cases if options.overwrite or not outputs[c.name].exists()]
+    refuse_other_settings(out, [c.name for c in cases if c not in todo], package_id(options.package.metadata),
+                          options.settings())
     mine = todo[dist_info.rank::dist_info.world]
     dev = pick_device(options.device, dist_info)
     # once per rank: on this rank's device, BatchNorm folded, so that no case copies the model again
@@ -310,12 +245,12 @@ def run_cohort(cases: list[CohortCase], out: Path, options: CohortRunOptions, di
     rank_options = replace(options, package=package, device=str(dev))  # what each case of this rank runs with
     started = time.perf_counter()
     rows: list[CaseRow] = []
-    reader = _Prefetcher(mine, options.allow_non_ct, options.prefetch)
+    reader = _Prefetcher(mine, options)
     try:
         for i, case in enumerate(mine):
             row = _segment_case(case, i, reader, outputs[case.name], rank_options, progress)
             row.device, row.rank = row.device or device_description(dev), dist_info.rank
-            _save_row(out, row)
+            save_row(out, row)
             rows.append(row)
             if echo is not None:
                 echo(_row_line(row, i + 1, len(mine)))
@@ -326,9 +261,10 @@ def run_cohort(cases: list[CohortCase], out: Path, options: CohortRunOptions, di
     barrier(dist_info)
     if not dist_info.main:
         return CohortResult(rows, sum(r.status == "failed" for r in rows), round(time.perf_counter() - started, 2))
-    table = [_final_row(out, c, outputs[c.name]) for c in cases]
+    table = [final_row(out, c.name, c.input, outputs[c.name]) for c in cases]
     failed = sum(1 for r in table if r.status == "failed")
-    info = {"model": package.metadata.get("name"), "cases": len(cases), "failed": failed,
+    info = {"model": package.metadata.get("name"), "model_id": package_id(package.metadata),
+            "settings": options.settings(), "cases": len(cases), "failed": failed,
             "run_now": len(todo), "skipped_done_earlier": len(cases) - len(todo),
             "processes": dist_info.world, "seconds": round(time.perf_counter() - started, 2),
             "naming": f"<out>/<case>{suffix}"}
@@ -341,14 +277,16 @@ def _segment_case(case: CohortCase, i: int, reader: _Prefetcher, target: Path, o
     """One case, start to end, with this rank's ``options`` (its device, the model on it); any failure of the
     case becomes its row's error."""
     from ..engine.segmentation import segment_canonical
-    from ..io.volume_io import write_image
+    from ..io.model_package import package_id
 
     package = options.package
     t0 = time.perf_counter()
     row = CaseRow(case.name, "failed", str(case.input), warnings=list(case.warnings),
-                  model=str(package.metadata.get("name")))
+                  model=str(package.metadata.get("name")), model_id=package_id(package.metadata),
+                  settings=options.settings())
     try:
-        hu, geometry = reader.get(i)
+        (hu, geometry), read_warnings = reader.get(i)
+        row.warnings += [w for w in read_warnings if w not in row.warnings]
         history, last = [], None
         for r in segment_canonical(hu, geometry.canonical_spacing, package, options.config, device=options.device,
                                    resample=options.resample, geometry=geometry,
@@ -361,7 +299,7 @@ def _segment_case(case: CohortCase, i: int, reader: _Prefetcher, target: Path, o
         plan = OutputPlan(overwrite=True)
         plan.file(target, f"Case {case.name}'s output")
         with plan:  # published whole, or not at all
-            write_image(last.mask_image(label_value), plan.staged(target), overwrite=True)
+            plan.write(target, last.mask_image(label_value))
         row.status, row.output, row.device = "done", str(target), last.device
         fine_rounds = last.index - (last.stage == "refine")  # Cai et al.: round 0 is the CNN, 1 the refiner
         row.volume_ml, row.fine_rounds, row.stop_reason = round(last.volume_ml, 3), fine_rounds, last.stop_reason
@@ -374,17 +312,6 @@ def _segment_case(case: CohortCase, i: int, reader: _Prefetcher, target: Path, o
         if not isinstance(exc, RSTNError):
             row.error = f"{type(exc).__name__}: {row.error}"
     row.seconds = round(time.perf_counter() - t0, 2)
-    return row
-
-
-def _final_row(out: Path, case: CohortCase, output: Path) -> CaseRow:
-    """A case's row in the table: its saved row, marked 'done earlier' when an earlier run made it."""
-    row = _read_row(out, case.name)
-    if row is None:
-        if output.exists():  # made before rows were kept, or by hand
-            return CaseRow(case.name, "done", str(case.input), output=str(output),
-                           warnings=["the output existed before this run; no details were recorded"])
-        return CaseRow(case.name, "failed", str(case.input), error="not run (interrupted?)")
     return row
 
 

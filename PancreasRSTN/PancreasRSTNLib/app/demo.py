@@ -11,7 +11,6 @@ and shows what RSTN does on a real CT: the mask of every round, the saliency tha
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -29,6 +28,7 @@ from ..errors import ModelPackageError, OutputExistsError
 from ..evaluation.metrics import dice
 from ..io.geometry import to_canonical
 from ..io.model_package import load_model_package
+from ..io.outputs import json_text, write_text, write_volume
 from ..phantom import make_phantom
 from .progress import Mode, Progress
 
@@ -181,8 +181,8 @@ def run_demo(out_dir: str | Path, *, phantom: bool = False, seed: int = DEFAULT_
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "rounds").mkdir(parents=True)
     try:
-        sitk.WriteImage(image, str(staging / "input_ct.nii.gz"), True)  # to open beside the results
-        sitk.WriteImage(sitk.Cast(truth_image, sitk.sitkUInt8), str(staging / "reference_label.nii.gz"), True)
+        write_volume(image, staging / "input_ct.nii.gz")  # to open beside the results (each file checked)
+        write_volume(sitk.Cast(truth_image, sitk.sitkUInt8), staging / "reference_label.nii.gz")
         result = DemoResult(input=description, model=str(model_path), seed=seed if phantom else None)
         config = InferenceConfig(thr=thr, max_iter=max_iter, views=tuple(package.models), precision="fp32")
         rounds = []
@@ -194,7 +194,7 @@ def run_demo(out_dir: str | Path, *, phantom: bool = False, seed: int = DEFAULT_
             raise ModelPackageError("The engine returned no rounds; the model package may be broken.")
         last = rounds[-1]
         result.stop_reason = last.stop_reason
-        sitk.WriteImage(last.mask_image(), str(staging / "segmentation.nii.gz"), True)
+        write_volume(last.mask_image(), staging / "segmentation.nii.gz")
         save_round_figure(ct_canonical, truth, rounds, result.dsc, staging / "demo_rounds.png")
         result.seconds = round(time.perf_counter() - t0, 2)
         summary = {"input": description, "model": meta.get("name"), "model_path": str(model_path),
@@ -203,7 +203,7 @@ def run_demo(out_dir: str | Path, *, phantom: bool = False, seed: int = DEFAULT_
                    "inter_round_dsc": result.inter_round, "final_dsc": result.final_dsc,
                    "stop_reason": result.stop_reason, "seconds": result.seconds,
                    "resampled_to": None if last.mapping.resampling is None else list(last.mapping.model_spacing)}
-        (staging / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        write_text(staging / SUMMARY, json_text(summary))
         _publish(staging, out, replaces_previous)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -35,6 +35,11 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+def precision_name(precision: str, device: torch.device) -> str:
+    """What ``precision`` runs as on ``device``: 'fp32', 'bf16' or 'fp16' (what a run's summary reports)."""
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[compute_dtype(precision, device)]
+
+
 def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
     """Mixed precision for the networks' forward passes; nothing to do in fp32."""
     if dtype == torch.float32:

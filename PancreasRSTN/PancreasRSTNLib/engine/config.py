@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import InputImageError
+from ..errors import OptionsError
 from ..views import VIEW_AXES
 
 #: (fraction of the run done in [0, 1], stage), e.g. (0.4, "fine Z")
@@ -36,21 +36,24 @@ class InferenceConfig:
     coarse_downsample: int = 1  # >1: the coarse stage (which only localises) runs on slices pooled by this factor
 
     def validate(self) -> None:
-        """Refuse settings the engine cannot run, with the allowed values in the message."""
-        if not 0.0 < self.thr <= 1.0:
-            raise InputImageError(f"Convergence threshold thr={self.thr} must be in (0, 1].")
-        if self.max_iter < 0:
-            raise InputImageError(f"max_iter={self.max_iter} must be >= 0.")
-        if not 0.0 < self.prob_threshold < 1.0:
-            raise InputImageError(f"Probability threshold {self.prob_threshold} must be in (0, 1).")
-        if self.margin < 0:
-            raise InputImageError(f"Margin {self.margin} must be >= 0.")
-        bad = [v for v in self.views if v not in VIEW_AXES]
-        if bad or not self.views:
-            raise InputImageError(f"Views {self.views} invalid: choose a non-empty subset of X, Y, Z.")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise InputImageError(f"Precision '{self.precision}' invalid: use auto, fp32, bf16 or fp16.")
-        if self.crop_bucket < 1:
-            raise InputImageError("crop_bucket must be >= 1.")
-        if self.coarse_downsample not in (1, 2, 3, 4):
-            raise InputImageError(f"coarse_downsample={self.coarse_downsample} must be 1 (faithful), 2, 3 or 4.")
+        """Refuse settings the engine cannot run (an ``OptionsError``: the value, the allowed range, the default)."""
+        problems = (
+            (not 0.0 < self.thr <= 1.0, f"thr={self.thr} is outside (0, 1]", "Give a convergence threshold in (0, 1], "
+             "e.g. 0.99 (the default)"),
+            (self.max_iter < 0, f"max_iter={self.max_iter} is negative", "Give 0 or more fine rounds (default 10)"),
+            (not 0.0 < self.prob_threshold < 1.0, f"prob_threshold={self.prob_threshold} is outside (0, 1)",
+             "Give a probability threshold in (0, 1), e.g. 0.5 (the default)"),
+            (self.margin < 0, f"margin={self.margin} is negative",
+             "Give a crop margin of 0 or more pixels (default 20)"),
+            (not self.views or any(v not in VIEW_AXES for v in self.views), f"views={''.join(self.views) or 'none'} "
+             "are not a non-empty subset of X, Y, Z", "Give views such as XYZ or Z (Z is axial)"),
+            (self.precision not in ("auto", "fp32", "bf16", "fp16"), f"precision '{self.precision}' is unknown",
+             "Use auto, fp32, bf16 or fp16"),
+            (self.crop_bucket < 1, f"crop_bucket={self.crop_bucket} is below 1",
+             "Give 1 (exact reference crops) or more"),
+            (self.coarse_downsample not in (1, 2, 3, 4), f"coarse_downsample={self.coarse_downsample} is not 1, 2, 3 "
+             "or 4", "Give 1 (faithful), 2, 3 or 4"),
+        )
+        for bad, problem, fix in problems:
+            if bad:
+                raise OptionsError(f"{problem}. {fix}.", fix=f"{fix}.")

@@ -11,7 +11,6 @@ the case's own grid.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time
@@ -27,16 +26,15 @@ from ..engine.cai_inference import CaiEngine, refine_round
 from ..engine.inference import InferenceConfig, RSTNEngine
 from ..engine.intensity import DEFAULT_WINDOW, HUWindow
 from ..engine.segmentation import GridMapping, GridRound, run_on_grid
-from ..io.outputs import VOLUME_SUFFIXES
+from ..io.outputs import json_text, write_text
 from ..models.clstm import SliceRefiner
-from .metrics import dice, segmentation_metrics
+from .metrics import METRICS, dice, segmentation_metrics
 
 if TYPE_CHECKING:
-    from ..training.datasets import Dataset
+    pass
 
 log = logging.getLogger(__name__)
 THRESHOLDS = (0.90, 0.95, 0.98, 0.99)
-METRICS = ("dsc", "jaccard", "precision", "recall", "volume_error", "hd95", "assd")
 
 
 @dataclass
@@ -237,8 +235,7 @@ def write_report(results: Sequence[CaseResult], summary: dict, out: Path, info: 
     out.mkdir(parents=True, exist_ok=True)
     files = []
     report = {"info": info, "summary": summary, "cases": [asdict(r) for r in results]}
-    (out / "evaluation.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    files.append(out / "evaluation.json")
+    files.append(write_text(out / "evaluation.json", json_text(report)))  # strict JSON: no bare NaN
     with open(out / "cases.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["case", *METRICS, "coarse_dsc", "rounds_used", "seconds",
@@ -309,76 +306,6 @@ def _case_line(r: CaseResult, count: str) -> str:
             f"{r.rounds_used}, HD95 {r.metrics['hd95']:.1f} mm, ASSD {r.metrics['assd']:.2f} mm, {r.seconds:.1f} s")
 
 
-# ---------------------------------------------------------------------------------------------- existing predictions
-def find_prediction(folder: Path, case: str) -> Path | None:
-    """The prediction file of a case: ``<case>`` with a volume extension (the naming rule of ``segment``'s cohort
-    mode), or nnU-Net's ``<case>_0000`` stem."""
-    for stem in (case, f"{case}_0000"):
-        for suffix in VOLUME_SUFFIXES:
-            path = folder / f"{stem}{suffix}"
-            if path.is_file():
-                return path
-    return None
-
-
-def evaluate_predictions(dataset: Dataset, predictions: Path, out: Path, prediction_label: int | None = None,
-                         echo: Callable[[str], None] | None = None, info: dict | None = None) -> dict:
-    """Score the prediction files in ``predictions`` against the dataset's labels, without running a model.
-
-    A prediction must lie on its label's grid; its organ is ``prediction_label`` (default: every non-zero voxel).
-    Missing or unreadable predictions are listed and counted, not scored."""
-    import SimpleITK as sitk
-
-    from ..errors import DatasetError
-    from ..training.datasets import check_same_grid
-
-    rows, missing = [], []
-    for case in dataset.cases:
-        path = find_prediction(Path(predictions), case.name)
-        if path is None:
-            missing.append({"case": case.name,
-                            "reason": f"no {case.name}.nii.gz (or .nii, .nrrd, .mha) in {predictions}"})
-            continue
-        try:
-            label = sitk.ReadImage(str(case.label))
-            pred_image = sitk.ReadImage(str(path))
-        except RuntimeError as exc:
-            reason = f"cannot read {path.name}: {str(exc).strip().splitlines()[-1]}"
-            missing.append({"case": case.name, "reason": reason})
-            continue
-        try:
-            check_same_grid(case.name, label, pred_image)
-        except DatasetError as exc:
-            missing.append({"case": case.name, "reason": str(exc)})
-            continue
-        truth = np.isin(sitk.GetArrayViewFromImage(label), dataset.label_values)
-        values = sitk.GetArrayViewFromImage(pred_image)
-        pred = values == prediction_label if prediction_label is not None else values != 0
-        metrics = segmentation_metrics(pred, truth, spacing=tuple(label.GetSpacing())[::-1])
-        rows.append({"case": case.name, "prediction": path.name, **{k: float(v) for k, v in metrics.items()}})
-        if echo:
-            echo(f"[{len(rows) + len(missing)}/{len(dataset.cases)}] {case.name}: DSC {metrics['dsc']:.4f}, "
-                 f"HD95 {metrics['hd95']:.1f} mm, ASSD {metrics['assd']:.2f} mm")
-    if not rows:
-        raise DatasetError(f"No prediction in {predictions} could be scored ({len(missing)} missing or unreadable; "
-                           "name them <case>.nii.gz, as `segment DIR -o OUT` does).")
-    summary = {m: _stats([r[m] for r in rows]) for m in METRICS}
-    summary["missing"] = len(missing)
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"info": dict(info or {}, predictions=str(predictions), scored=len(rows)), "summary": summary,
-              "cases": rows, "missing": missing}
-    (out / "evaluation.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    with open(out / "cases.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["case", "prediction", *METRICS])
-        for r in rows:
-            w.writerow([r["case"], r["prediction"], *[f"{r[m]:.6f}" for m in METRICS]])
-    from .plots import dsc_boxplot
-
-    dsc_boxplot({"predictions": [r["dsc"] for r in rows]}, out / "dsc_boxplot.png",
-                title=f"DSC over {len(rows)} cases")
-    if echo:
-        s = summary["dsc"]
-        echo(f"DSC {100 * s['mean']:.2f} +- {100 * s['std']:.2f} % over {s['n']} cases ({len(missing)} missing); "
-             f"report in {out}/")
-    return summary
+# Scoring existing predictions lives in ``predictions.py``; its old import path still works.
+from .predictions import evaluate_predictions as evaluate_predictions  # noqa: E402
+from .predictions import find_prediction as find_prediction  # noqa: E402

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.outputs import json_text, write_text
 from .cases import EvalCase, EvalSettings, evaluate
 
 #: (column, report metric, label, decimals, scale)
@@ -64,7 +65,7 @@ def compare(entries: Sequence[Entry], cases: Sequence[EvalCase], out: Path, *, i
                      **{key: _mean_std(v) for key, v in values.items()}})
     result = {"info": info or {}, "metrics": {label: key for label, key, *_ in COLUMNS}, "rows": rows,
               "per_case": per_case}
-    (out / "comparison.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    write_text(out / "comparison.json", json_text(result))  # strict JSON: no bare NaN
     _write_csv(rows, out / "comparison.csv")
     (out / "comparison.md").write_text(markdown_table(rows, len(cases)) + "\n")
     comparison_plot(per_case, out / "comparison.png")

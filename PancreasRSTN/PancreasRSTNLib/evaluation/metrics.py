@@ -83,6 +83,10 @@ def average_surface_distance(pred: np.ndarray, truth: np.ndarray, spacing: Seque
     return float(distances.mean()) if distances.size else float("nan")
 
 
+#: The names ``segmentation_metrics`` returns, in the reports' column order.
+METRICS = ("dsc", "jaccard", "precision", "recall", "volume_error", "hd95", "assd")
+
+
 def segmentation_metrics(pred: np.ndarray, truth: np.ndarray,
                          spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, float]:
     """All per-case metrics of the evaluation report."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,17 +26,17 @@ from ..engine.intensity import DEFAULT_WINDOW, HUWindow
 from ..errors import ModelPackageError, OutputExistsError
 from ..models.cai_system import CaiCNN, network_config, network_dict
 from ..models.clstm import RefinerConfig, SliceRefiner
-from ..models.model import RSTN, RSTNConfig, load_reference_state_dict, strip_module_prefix
+from ..models.model import RSTN, RSTNConfig, load_reference_state_dict
 from ..organs import get_organ
 from ..views import VIEWS
 from .geometry import CANONICAL_LAYOUT
+from .model_schema import METHODS, validate_metadata
 
 #: 2: ``spacing`` (the training voxel spacing, canonical axis order, mm; null = unknown) and ``synthetic``.
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 MODEL_JSON = "model.json"
 REFINER_FILE = "refiner.safetensors"
-METHODS = ("rstn", "c2f", "cai")
 SYNTHETIC_WARNING = "Synthetic demo model: trained on phantoms, not for clinical use."
 
 
@@ -88,6 +87,17 @@ class ModelPackage:
     def window(self) -> HUWindow:
         """The HU window the model was trained with (the reference's [-100, 240] unless model.json says)."""
         return HUWindow(**self.metadata.get("hu_window", {}))
+
+
+def package_id(meta: Mapping) -> str:
+    """A short identity of a package's weights: the sha256 of its weight files' own sha256s (model.json), so two
+    packages with one name but other weights differ, without reading the weights again."""
+    files = meta.get("files") or {}
+    parts = sorted(f"{view}:{entry.get('sha256', '')}" for view, entry in files.items() if isinstance(entry, Mapping))
+    refiner = meta.get("refiner")
+    if isinstance(refiner, Mapping):
+        parts.append(f"refiner:{refiner.get('sha256', '')}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def package_method(meta: Mapping) -> str:
@@ -241,9 +251,7 @@ def read_metadata(directory: str | Path) -> dict:
     if not isinstance(meta, dict):
         raise ModelPackageError(f"{path} does not hold a JSON object. The package is corrupt: re-install it.")
     meta = migrate_metadata(meta, path)
-    for key in ("name", "organ", "rstn" if package_method(meta) != "cai" else "network", "views", "files"):
-        if key not in meta:
-            raise ModelPackageError(f"{path} lacks the required field '{key}'. The package is incomplete.")
+    validate_metadata(meta, path)  # every field the code reads, against the one schema
     return meta
 
 
@@ -268,6 +276,10 @@ def verify_model_package(directory: str | Path, views: tuple[str, ...] | None = 
 def _verified(path: Path, expected: str, what: str) -> str:
     if not path.is_file():
         raise ModelPackageError(f"Missing weight file {path} for {what}. Re-install the model package.")
+    if path.resolve().parent != path.parent.resolve():
+        raise ModelPackageError(f"The weight file {path.name} for {what} is a link to {path.resolve()}, outside the "
+                                "package: a package holds its weight files itself. Copy the file into the package "
+                                "folder in place of the link.")
     actual = sha256_of(path)
     if actual != expected:
         raise ModelPackageError(
@@ -317,46 +329,6 @@ def _load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
     return model
 
 
-def load_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a reference ``.pkl`` state_dict safely (weights_only) and strip a ``module.`` prefix."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelPackageError(f"Checkpoint not found: {path}.")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds here; all mean "not a safe state_dict"
-        raise ModelPackageError(
-            f"{path} cannot be loaded as a plain state_dict with torch.load(weights_only=True): "
-            f"{str(exc).splitlines()[0]}. It is corrupt, not a PyTorch checkpoint, or holds code we refuse to unpickle."
-        ) from exc
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelPackageError(f"{path} does not hold a state_dict (a mapping of names to tensors).")
-    return strip_module_prefix(obj)
-
-
-def import_reference_checkpoints(checkpoints: Mapping[str, str | Path], out_dir: str | Path, organ: str = "pancreas",
-                                 name: str | None = None, label_value: int | None = None, overwrite: bool = False
-                                 ) -> Path:
-    """Convert the reference's per-view ``.pkl`` checkpoints into a verified model package."""
-    out_dir = Path(out_dir)
-    if not checkpoints:
-        raise ModelPackageError("Give at least one view's checkpoint (--x, --y, --z).")
-    models = {}
-    for view, path in sorted(checkpoints.items()):
-        state = load_reference_checkpoint(path)
-        models[view] = load_reference_state_dict(RSTN(), state, source=Path(path).name)
-    meta = default_metadata(name or f"rstn-reference-{organ}", organ, label_value)
-    meta["training"] = {
-        "source": "imported reference checkpoints (OrganSegRSTN_PyTorch)",
-        "checkpoints": {v: {"file": Path(p).name, "sha256": sha256_of(p)} for v, p in checkpoints.items()},
-    }
-    if overwrite and out_dir.exists() and (out_dir / MODEL_JSON).exists():
-        shutil.rmtree(out_dir)
-    return save_model_package(out_dir, models, meta, overwrite=overwrite)
-
-
 def package_summary(directory: str | Path) -> dict:
     """What ``models info`` prints: identity, organ, backbone, views, provenance, sizes."""
     directory = Path(directory)
@@ -384,3 +356,8 @@ def package_summary(directory: str | Path) -> dict:
         "schema_version": meta["schema_version"],
         "migrated_from_schema": meta.get("migrated_from_schema"),
     }
+
+
+# Reading the reference's .pkl checkpoints lives in ``reference_import.py``; its old import path still works.
+from .reference_import import import_reference_checkpoints as import_reference_checkpoints  # noqa: E402
+from .reference_import import load_reference_checkpoint as load_reference_checkpoint  # noqa: E402

@@ -12,6 +12,9 @@ from pathlib import Path
 from ..engine.segmentation import GridRound
 from .volume_io import write_image
 
+#: The names this writer uses (a glob): another output may lie in the same folder under any other name.
+ROUND_FILES = "round_*"
+
 
 def mask_file_name(index: int) -> str:
     return f"round_{index:02d}_mask.nii.gz"

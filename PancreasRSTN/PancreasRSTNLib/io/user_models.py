@@ -8,10 +8,10 @@ for the organ is used: the user's own before the bundled ones, never a synthetic
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import site
+import stat
 import sys
 import tempfile
 import zipfile
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import ModelPackageError, OutputExistsError
 from .model_package import SYNTHETIC_WARNING as SYNTHETIC_WARNING  # re-exported: the model manager shows it
-from .model_package import is_synthetic, migrate_metadata, model_spacing, model_warning
+from .model_package import is_synthetic, model_spacing, model_warning, network_record, read_metadata
 
 MODELS_ENV = "PANCREAS_RSTN_MODELS"
 DATA_PREFIX = ("share", "pancreas-rstn")
@@ -123,19 +123,9 @@ class ModelInfo:
 def read_model_info(folder: str | Path, source: str = "user") -> ModelInfo:
     """Describe a model folder from its model.json; raises ModelPackageError when it is not one."""
     folder = Path(folder)
-    meta_path = folder / "model.json"
-    if not meta_path.is_file():
-        raise ModelPackageError(f"{folder} is not a model folder: model.json is missing.")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelPackageError(f"{meta_path} cannot be read as JSON ({exc}). Reinstall the model.") from exc
-    if not isinstance(meta, dict):
-        raise ModelPackageError(f"{meta_path} does not hold a JSON object. Reinstall the model.")
-    meta = migrate_metadata(meta, meta_path)
-    organ = meta.get("organ") or {}
-    organ_name = organ.get("name") if isinstance(organ, dict) else str(organ)
-    rstn = meta.get("network") or meta.get("rstn") or meta.get("rstn_config") or {}  # Cai et al.'s: ``network``
+    meta = read_metadata(folder)  # the one reading of model.json: JSON, migration, the schema
+    organ_name = meta["organ"]["name"]
+    rstn = network_record(meta)  # RSTN's ``rstn``, Cai et al.'s ``network``
     training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
     provenance = meta.get("provenance") or training.get("source") or training.get("dataset") or ""
     return ModelInfo(
@@ -237,12 +227,16 @@ def _find_model_root(folder: Path) -> Path:
 
 
 def _safe_extract(archive: zipfile.ZipFile, target: Path) -> None:
-    """Extract, refusing members that would land outside ``target`` (zip-slip)."""
+    """Extract, refusing members that would land outside ``target`` (zip-slip) and symbolic links (a package
+    holds its files itself)."""
     target = target.resolve()
-    for member in archive.namelist():
-        dest = (target / member).resolve()
+    for member in archive.infolist():
+        dest = (target / member.filename).resolve()
         if target != dest and target not in dest.parents:
-            raise ModelPackageError(f"The zip holds an unsafe path '{member}'; refusing to extract it.")
+            raise ModelPackageError(f"The zip holds an unsafe path '{member.filename}'; refusing to extract it.")
+        if stat.S_ISLNK(member.external_attr >> 16):
+            raise ModelPackageError(f"The zip holds a symbolic link, '{member.filename}'; a model package holds its "
+                                    "files themselves. Zip the package folder again without links.")
     archive.extractall(target)
 
 
@@ -274,7 +268,7 @@ def install_model(source: str | Path, user_root: str | Path | None = None, overw
             model_root = _find_model_root(source)
         info = read_model_info(model_root)
         staged = tmp_path / "staged"
-        shutil.copytree(model_root, staged)
+        shutil.copytree(model_root, staged, symlinks=True)  # links stay links: verify refuses any leading outside
         if verify:
             verify_model(staged)
         dest = root / _folder_name(info)

@@ -2,48 +2,62 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputImageError, OutputExistsError
+from ..errors import InputImageError, OutputExistsError, OutputPathError
+from .dicom import dicom_series as dicom_series  # re-exported: the cohort and tests list a folder's series
+from .dicom import read_series
+from .header_spacing import check_header_spacing
+from .itk_messages import itk_output
+from .outputs import write_volume
 
+log = logging.getLogger(__name__)
 SUPPORTED_HINT = ("Give a NIfTI (.nii/.nii.gz), NRRD (.nrrd), MetaImage (.mha/.mhd) file or a folder with one "
                   "DICOM series.")
 
 
-def read_image(path: str | Path) -> sitk.Image:
-    """Read a volume file or the largest DICOM series in a folder."""
+class InputVolume(NamedTuple):
+    """A volume as read, and what the reader had to say about it (several series, a gap read anyway, ITK's
+    warnings in our words)."""
+
+    image: sitk.Image
+    warnings: list[str]
+
+
+def read_input(path: str | Path, allow_missing_slices: bool = False) -> InputVolume:
+    """Read a volume file or a folder's DICOM series (``dicom.read_series``), refusing a header with a zero or
+    negative spacing and a series with missing slices (unless ``allow_missing_slices``)."""
     path = Path(path)
     if not path.exists():
         raise InputImageError(f"Input not found: {path}. {SUPPORTED_HINT}")
-    try:
-        if path.is_dir():
-            return _read_dicom_folder(path)
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
-        raise InputImageError(f"Cannot read {path}: {first_line}. The file may be corrupt. {SUPPORTED_HINT}") from exc
+    warnings: list[str] = []
+    with itk_output() as itk:
+        try:
+            if path.is_dir():
+                image, warnings = read_series(path, allow_missing_slices)
+            else:
+                check_header_spacing(path)
+                image = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
+            raise InputImageError(f"Cannot read {path}: {first_line}. The file may be corrupt. {SUPPORTED_HINT}") \
+                from exc
+    said_gap = any("gap" in w for w in warnings)  # our words for what ITK calls non-uniform sampling
+    warnings += [m for m in itk.messages if not (said_gap and "not evenly spaced" in m)]
+    return InputVolume(image, warnings)
 
 
-def dicom_series(folder: str | Path) -> list[tuple[str, list[str]]]:
-    """The DICOM series of a folder as (series instance UID, files), in the order of the choice rule: the series
-    with the most files (slices) first; on a tie, the smallest UID."""
-    reader = sitk.ImageSeriesReader()
-    series = [(uid, list(reader.GetGDCMSeriesFileNames(str(folder), uid)))
-              for uid in reader.GetGDCMSeriesIDs(str(folder))]
-    return sorted(series, key=lambda s: (-len(s[1]), s[0]))
-
-
-def _read_dicom_folder(folder: Path) -> sitk.Image:
-    """The folder's series chosen by ``dicom_series``'s rule (the CT is usually the series with most slices)."""
-    series = dicom_series(folder)
-    if not series:
-        raise InputImageError(f"No DICOM series found in folder {folder}. {SUPPORTED_HINT}")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(series[0][1])
-    return reader.Execute()
+def read_image(path: str | Path, allow_missing_slices: bool = False) -> sitk.Image:
+    """``read_input``'s image; its warnings are logged (callers that report them use ``read_input``)."""
+    image, warnings = read_input(path, allow_missing_slices)
+    for warning in warnings:
+        log.warning("%s: %s", Path(path).name, warning)
+    return image
 
 
 def validate_ct(image: sitk.Image, allow_non_ct: bool = False) -> None:
@@ -57,11 +71,18 @@ def validate_ct(image: sitk.Image, allow_non_ct: bool = False) -> None:
             "RSTN needs a single-channel CT volume in Hounsfield units."
         )
     size = image.GetSize()
-    if image.GetDimension() != 3 or min(size) < 3:
+    dim, thin, shape = image.GetDimension(), sum(1 for n in size if n < 3), "x".join(map(str, size))
+    if dim != 3 or thin:
+        what = ("2-D (a single slice or slab)" if dim == 2 or (dim == 3 and thin == 1) else f"{dim}-D" if dim != 3
+                else f"only {shape} voxels, too small along {thin} axes")
         raise InputImageError(
-            f"The image is 2-D (size {'x'.join(map(str, size))}). RSTN needs a 3-D CT volume with at least 3 "
-            "voxels along every axis: load the whole series, not a single slice."
+            f"The image is {what} (size {shape}). RSTN needs a 3-D CT volume with at least 3 voxels along every "
+            "axis: load the whole series, not a single slice."
         )
+    spacing = image.GetSpacing()
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise InputImageError(f"The image's voxel spacing ({', '.join(f'{s:g}' for s in spacing)}) mm is not "
+                              "positive along every axis. Fix the image's spacing before segmenting.")
     array = sitk.GetArrayViewFromImage(image)
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         n_bad = int(np.count_nonzero(~np.isfinite(array)))
@@ -94,22 +115,18 @@ def validate_ct(image: sitk.Image, allow_non_ct: bool = False) -> None:
 
 
 def check_can_write(path: str | Path, overwrite: bool) -> Path:
-    """Refuse to replace a user's file unless asked to; create the parent folder."""
+    """Refuse to replace a user's file unless asked to, and to write into a folder that is not there: folders are
+    made when a run's outputs are checked (``OutputPlan``), so a missing one was removed during the run, and
+    making it again would hide that the files written there before are gone."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists. Choose another output path or pass --overwrite to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        raise OutputPathError(f"Cannot write {path}: its folder {path.parent} does not exist (was it removed during "
+                              "the run?). Choose an output folder that stays in place, and run again.")
     return path
 
 
 def write_image(image: sitk.Image, path: str | Path, overwrite: bool = False) -> Path:
-    path = check_can_write(path, overwrite)
-    try:
-        sitk.WriteImage(image, str(path), useCompression=True)
-    except RuntimeError as exc:
-        from ..errors import OutputPathError
-
-        raise OutputPathError(f"Cannot write the output {path}: {str(exc).strip().splitlines()[-1]}. Check the "
-                              "folder's free space and permissions; volumes are written as .nii.gz, .nii, .nrrd "
-                              "or .mha.") from exc
-    return path
+    """Write a volume whole or not at all (``outputs.write_volume``: written, checked, then put in place)."""
+    return write_volume(image, check_can_write(path, overwrite))

@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="sorted: contiguous folds of the sorted case names; nih82: the reference's NIH-82 folds")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default OUT/cache)")
     p.add_argument("--on-bad-case", choices=("skip", "fail"), default="fail",
-                   help="skip a bad case with a warning, or stop")
+                   help="a case that cannot be scored (no or unreadable prediction, another grid, a label without "
+                   "the organ, an image without a label): stop, or skip it with a warning (listed in the report)")
     p.add_argument("--oracle", action="store_true", help="also run the oracle (crop by the ground truth)")
     p.add_argument("--thr", type=float, default=0.99, help="convergence threshold of the reported result")
     p.add_argument("--max-iter", type=int, default=10, help="maximum fine rounds")
@@ -71,6 +72,7 @@ def _phantom_cases(args: argparse.Namespace, package: ModelPackage) -> Iterator[
 
 def _dataset_cases(args: argparse.Namespace, package: ModelPackage, info: dict) -> Iterator[EvalCase]:
     """The dataset's (or fold's) cases, read once through the preprocessing cache at their own spacing."""
+    from ...evaluation.bad_cases import BadCases, unlabelled_images
     from ...training.data_cache import build_cache
     from ...training.datasets import open_dataset
     from ...training.training_data import kfold_split
@@ -81,9 +83,12 @@ def _dataset_cases(args: argparse.Namespace, package: ModelPackage, info: dict) 
     names = dataset.case_names()
     if args.fold is not None:
         _, names = kfold_split(names, args.folds, args.fold, convention=args.fold_convention)
+    bad = BadCases(args.on_bad_case)
+    for name, image in unlabelled_images(dataset):  # the dataset reader leaves them out: say so, or stop
+        bad.add(name, f"the image {image.name} has no label file")
     cache = build_cache(dataset, args.cache or args.out / "cache", names=names, on_bad_case=args.on_bad_case)
     info.update({"data": str(Path(args.data).resolve()), "layout": dataset.layout, "fold": args.fold,
-                 "skipped": cache.skipped, "label_values": list(dataset.label_values)})
+                 "skipped": bad.cases + cache.skipped, "label_values": list(dataset.label_values)})
     for c in cache.cases():
         yield EvalCase(c.name, c.image, c.label > 0, c.spacing)
 
@@ -99,7 +104,8 @@ def _score_predictions(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.data, organ=args.organ or "pancreas", label_value=args.label_value)
     with Progress(progress_mode(args.quiet)) as bar:
         evaluate_predictions(dataset, args.predictions, args.out, prediction_label=args.prediction_label,
-                             echo=bar.line, info={"data": str(Path(args.data).resolve()), "layout": dataset.layout})
+                             echo=bar.line, info={"data": str(Path(args.data).resolve()), "layout": dataset.layout},
+                             on_bad_case=args.on_bad_case)
     return 0
 
 

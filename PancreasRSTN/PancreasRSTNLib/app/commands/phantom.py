@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ...errors import RSTNError
 from ...io.outputs import OutputPlan
-from ...io.volume_io import write_image
 from ...phantom import PHANTOM_LABELS, make_phantom, parse_triple
 
 
@@ -40,17 +39,17 @@ def run(args: argparse.Namespace) -> int:
         raise RSTNError("--multi-label labels the other organs in the label map, but no --labels file was given. "
                         "Add --labels LABELS.nii.gz, or drop --multi-label.")
     plan = OutputPlan(overwrite=args.overwrite)
-    outputs = [plan.file(args.output, "The phantom CT (-o)")]
-    if args.labels:
-        outputs.append(plan.file(args.labels, "The --labels output"))
     try:
+        outputs = [plan.file(args.output, "The phantom CT (-o)")]
+        if args.labels:
+            outputs.append(plan.file(args.labels, "The --labels output"))
         with plan:
             try:
                 image, label = make_phantom(size, spacing, seed=args.seed, multi_label=args.multi_label)
             except ValueError as exc:
                 raise RSTNError(str(exc)) from exc
             for img, path in zip((image, label), outputs, strict=False):
-                write_image(img, plan.staged(path), overwrite=True)
+                plan.write(path, img)
     except BaseException:
         plan.abort()
         raise

@@ -8,19 +8,20 @@ keeps the reference's behaviour) and writes every result on the exact input grid
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
+from ...devices import resolve_device
+from ...engine.batching import precision_name
 from ...engine.inference import InferenceConfig
 from ...engine.segmentation import GridRound, prepare_ct, segment_image
-from ...errors import EmptyPredictionError
+from ...errors import EmptyPredictionError, InputImageError
 from ...io.model_package import load_model_package
-from ...io.outputs import OutputPlan
-from ...io.round_files import save_round
+from ...io.outputs import OutputPlan, json_text
+from ...io.round_files import ROUND_FILES, save_round
 from ...io.user_models import resolve_model
-from ...io.volume_io import read_image, write_image
+from ...io.volume_io import read_input
 from ..cohort import is_cohort_input
 from ..progress import Progress, progress_mode
 from .options import add_run_options, positive_int, torch_threads
@@ -50,9 +51,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="print the run summary as JSON on stdout (on failure: a JSON error object, exit code 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--allow-non-ct", action="store_true", help="skip the check that intensities look like HU")
+    p.add_argument("--allow-missing-slices", action="store_true",
+                   help="segment a DICOM series with missing or unreadable slices anyway (with a warning: its slice "
+                   "spacing is averaged over the gap, so the mask may not line up with the CT there)")
     add_cohort_arguments(p)
     add_run_options(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupt_note=REMOVED_NOTE)
+
+
+#: What an interrupted single-case run says (commands/segment_cohort.py says what a cohort keeps).
+REMOVED_NOTE = "what this run had written was removed, and nothing else"
 
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,22 +110,24 @@ def round_summary(r: GridRound) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    config_from_args(args).validate()  # refused options first: before any file is touched
     if is_cohort_input(args.input):
         return run_cohort_command(args)
     started = time.perf_counter()
     plan = OutputPlan(overwrite=args.overwrite)  # every output checked before the model or the image is read
-    output = plan.file(args.output, "The output (-o)")
-    probability = plan.file(args.probability, "The --probability output") if args.probability else None
-    save_dir = plan.folder(args.save_iterations, "The --save-iterations folder") if args.save_iterations else None
     try:
+        plan.protect(args.input, "The input")  # ... and none may be the input or lie in its folder
+        output = plan.file(args.output, "The output (-o)")
+        probability = plan.file(args.probability, "The --probability output") if args.probability else None
+        save_dir = (plan.folder(args.save_iterations, "The --save-iterations folder", claims=ROUND_FILES)
+                    if args.save_iterations else None)
         with plan:  # published together on success; on any error or Ctrl-C only what this run made is removed
             summary = _segment(args, plan, output, probability, save_dir, started)
     except BaseException:
-        plan.abort()  # also when the checks above made a folder and the run never started
+        plan.abort()  # also when a check above made a folder and a later one refused the run
         raise
     if args.json:
-        json.dump(summary, sys.stdout, indent=2)
-        print()
+        sys.stdout.write(json_text(summary))
     elif not args.quiet:
         print_summary(summary)
     return 0
@@ -132,9 +142,16 @@ def _segment(args: argparse.Namespace, plan: OutputPlan, output: Path, probabili
     if warning and not args.json:
         print(f"WARNING: model '{package.metadata['name']}': {warning}", file=sys.stderr)
     t0 = time.perf_counter()
-    image = read_image(args.input)
+    image, input_warnings = read_input(args.input, args.allow_missing_slices)
     read_seconds = time.perf_counter() - t0
-    ct = prepare_ct(image, args.allow_non_ct)  # the one check of the input, before any work
+    if not args.json:
+        for line in input_warnings:
+            print(f"WARNING: {args.input}: {line}", file=sys.stderr)
+    try:
+        ct = prepare_ct(image, args.allow_non_ct)  # the one check of the input, before any work
+    except InputImageError as exc:  # a folder of several series: say which one was refused, and the others
+        raise InputImageError(f"{exc} ({'; '.join(input_warnings)})" if input_warnings else str(exc),
+                              fix=exc.fix) from exc
     del image  # the run needs only the canonical copy
     label_value = int(package.metadata["organ"].get("label_value", 1))
     rounds: list[dict] = []
@@ -159,9 +176,9 @@ def _segment(args: argparse.Namespace, plan: OutputPlan, output: Path, probabili
             f"nothing was written. {advice}"
         )
     t0 = time.perf_counter()
-    write_image(last.mask_image(label_value), plan.staged(output), overwrite=True)
+    plan.write(output, last.mask_image(label_value))
     if probability:
-        write_image(last.probability_image(), plan.staged(probability), overwrite=True)
+        plan.write(probability, last.probability_image())
     write_seconds = time.perf_counter() - t0
     mapping = last.mapping
     return {
@@ -178,7 +195,9 @@ def _segment(args: argparse.Namespace, plan: OutputPlan, output: Path, probabili
         "model_spacing": None if package.spacing is None else [round(s, 4) for s in package.spacing],
         "resampled_to": None if mapping.resampling is None else [round(s, 4) for s in mapping.model_spacing],
         "device": last.device,
+        "precision": precision_name(config.precision, resolve_device(args.device)),
         "threads": torch_threads(),
+        "input_warnings": input_warnings,
         "rounds": rounds,
         "fine_rounds": sum(1 for r in rounds if r["stage"] == "fine"),
         "refined": last.stage == "refine",
@@ -200,7 +219,9 @@ def print_summary(summary: dict) -> None:
     reason = {"converged": "converged", "max_iter": "reached --max-iter", "empty": "empty mask"}.get(
         summary["stop_reason"], summary["stop_reason"])
     print(f"model: {summary['model']} [{summary['model_source']}] {summary['model_path']}")
-    if summary["resampled_to"]:
+    if summary["model_spacing"] is None:
+        print("not resampled: the model records no training spacing, so the CT is used at its own")
+    elif summary["resampled_to"]:
         print("resampled from " + "x".join(f"{s:g}" for s in summary["input_spacing"]) + " mm to "
               + "x".join(f"{s:g}" for s in summary["resampled_to"]) + " mm (the model's spacing) and back")
     refined = ", then the refiner's round" if summary.get("refined") else ""
@@ -216,7 +237,7 @@ def print_summary(summary: dict) -> None:
     stages["write"] = summary["seconds"]["write"]
     print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items())
           + f"; total {summary['seconds']['total']:.2f} s")
-    print(f"device: {summary['device']}")
+    print(f"device: {summary['device']}, precision {summary['precision']}")
     if summary["warning"]:
         print(f"WARNING: {summary['warning']}")
     print(f"wrote {summary['output']}")

@@ -10,11 +10,15 @@ import sys
 from pathlib import Path
 
 from ...errors import OutputPathError
-from ...io.outputs import VOLUME_SUFFIXES, OutputPlan, volume_suffix
+from ...io.outputs import VOLUME_SUFFIXES, OutputPlan, json_text, volume_suffix
+from ...io.paths import Place
 from ..progress import CohortProgress, progress_mode
 
 #: The exit code says how many cases failed; shells keep codes above 125 for themselves.
 MAX_EXIT_CODE = 125
+#: What an interrupted cohort says: finished cases stay (that is what makes it resumable).
+KEPT_NOTE = ("every case finished before it is kept (its output and its row in -o/.rows), the case that was running "
+             "was not written; run the same command again to do the rest")
 
 
 def check_cohort_args(args: argparse.Namespace) -> Path:
@@ -39,9 +43,11 @@ def run_cohort_command(args: argparse.Namespace) -> int:
     from ..cohort import CohortRunOptions, collect_inputs, run_cohort
     from .segment import config_from_args
 
+    args.interrupt_note = KEPT_NOTE
     out = check_cohort_args(args)
     cases = collect_inputs(args.input)  # every input checked, names unique, before the model is read
-    plan = OutputPlan()
+    plan = OutputPlan(inputs=[Place(f"Case {c.name}'s input", c.input, folder=c.input.is_dir()) for c in cases])
+    plan.claim(Place("The cohort output folder (-o)", out, folder=True))  # it may not be, or hold, an input
     plan.writable_folder(out, "The cohort output folder (-o)")
     dist_info = init_distributed()
     try:
@@ -58,7 +64,7 @@ def run_cohort_command(args: argparse.Namespace) -> int:
                 cases, out, CohortRunOptions(
                     package, config, device=args.device, overwrite=args.overwrite,
                     resample=not args.no_resample, allow_non_ct=args.allow_non_ct, suffix=args.output_format,
-                    prefetch=not args.no_prefetch),
+                    prefetch=not args.no_prefetch, allow_missing_slices=args.allow_missing_slices),
                 dist_info=dist_info, progress=bar, echo=lambda line: bar.line(prefix + line))
     except BaseException:
         plan.abort()  # removes -o only if this run made it and it is still empty
@@ -69,8 +75,7 @@ def run_cohort_command(args: argparse.Namespace) -> int:
         return 0  # rank 0 reports for everyone
     summary = json.loads((out / "cohort.json").read_text())
     if args.json:
-        json.dump(summary, sys.stdout, indent=2)
-        print()
+        sys.stdout.write(json_text(summary))
     elif not args.quiet:
         info = summary["info"]
         print(f"{info['cases']} case(s): {info['cases'] - info['failed']} done ({info['skipped_done_earlier']} "
