@@ -210,10 +210,10 @@ def run_fold(data: Data, recipe_name: str, fold: int | None, folds: list[list[st
     results_path = out / "scores.json"
     if results_path.is_file() and not args.rescore:
         return json.loads(results_path.read_text())
-    cases = training_cases = data.training_cases(recipe, held_out)
+    cases = data.training_cases(recipe, held_out)
     steps = tuple(int(v) for v in (args.final_steps if fold is None else args.steps).split(","))
     cfg = train_config(recipe, steps, args.seed)
-    log(f"{recipe_name} {name}: {len(training_cases)} training cases "
+    log(f"{recipe_name} {name}: {len(cases)} training cases "
         f"({sum(c.image.shape[2] for c in cases if c.views == ('Z',))} JPEG slices), held out {len(held_out)}")
     t0 = time.perf_counter()
     package_dir = out / "model"

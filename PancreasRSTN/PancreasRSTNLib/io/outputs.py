@@ -24,7 +24,8 @@ import os
 import shutil
 import struct
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -200,25 +201,17 @@ def write_volume(image: sitk.Image, path: str | Path, shown: str | Path | None =
     path = Path(path)
     shown = shown or path
     suffix = volume_suffix(path) or "".join(path.suffixes[-1:])
-    tmp = path.parent / f".{path.name}.writing-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
-    try:
-        with itk_output() as itk:
-            try:
-                sitk.WriteImage(image, str(tmp), useCompression=True)
-                problem = None
-            except RuntimeError as exc:
-                problem = _last_line(exc)
+    with _published(path, shown, "writing", suffix) as tmp, itk_output() as itk:
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=True)
+            problem = None
+        except RuntimeError as exc:
+            problem = _last_line(exc)
         problem = problem or "; ".join(itk.errors) or check_volume_file(tmp, image)
         if problem:
             raise OutputPathError(f"Could not write {shown}: {problem}. Nothing was written there. Check the "
                                   "folder's free space and permissions; volumes are written as .nii.gz, .nii, .nrrd "
                                   "or .mha.")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputPathError(f"Could not write {shown}: {exc.strerror or exc}. Nothing was written there. Check "
-                              "that the folder exists and has free space.") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     for message in itk.messages:
         log.warning("writing %s: %s", path.name, message)
     return path
@@ -314,16 +307,24 @@ def _text_header(head: bytes, nrrd: bool) -> tuple[dict[str, str], int]:
 def write_text(path: str | Path, text: str) -> Path:
     """Write a text file (a table, a report) whole or not at all: a temporary file renamed into place."""
     path = Path(path)
-    tmp = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+    with _published(path, path, "partial") as tmp:
         tmp.write_text(text)
+    return path
+
+
+@contextmanager
+def _published(path: Path, shown: str | Path, tag: str, suffix: str = "") -> Iterator[Path]:
+    """A temporary name beside ``path`` to write; renamed onto ``path`` when the block succeeds, removed in every
+    case, and an ``OSError`` turned into an ``OutputPathError`` that says nothing was written."""
+    tmp = path.parent / f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+    try:
+        yield tmp
         os.replace(tmp, path)
     except OSError as exc:
-        raise OutputPathError(f"Could not write {path}: {exc.strerror or exc}. Nothing was written there. Check "
+        raise OutputPathError(f"Could not write {shown}: {exc.strerror or exc}. Nothing was written there. Check "
                               "that the folder exists and has free space.") from exc
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
 def json_text(data: object) -> str:

@@ -119,7 +119,7 @@ def runs(slices: Sequence[LabelledSlice]) -> list[list[LabelledSlice]]:
     for s in slices:
         groups.setdefault((s.patient, s.kind), {}).setdefault(s.slice_index, s)
     out = []
-    for (_, _), by_index in sorted(groups.items()):
+    for _, by_index in sorted(groups.items()):
         run: list[LabelledSlice] = []
         for index in sorted(by_index):
             if run and index != run[-1].slice_index + 1:
