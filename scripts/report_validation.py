@@ -22,9 +22,10 @@ def summarise(work: Path, recipe: str) -> dict:
         s = json.loads(path.read_text())
         per_fold[s["fold"]] = [p["native"][-1] for p in s["slices"].values()]
         for patient, variants in s["slices"].items():
-            per_patient[patient] = {v: (r[-1], max(r)) for v, r in variants.items() if v != "slices"}
+            per_patient[patient] = {v: (r[-1], max(r)) for v, r in variants.items()
+                                    if v not in ("slices", "stop_rule_runs")}
         for name, v in s.get("volumes", {}).items():
-            volumes[name] = {k: r[-1] for k, r in v.items()}
+            volumes[name] = {k: r[-1] for k, r in v.items() if k != "stop_rule_runs"}
         totalseg.append(s["totalseg"][-1])
     variants = sorted({v for p in per_patient.values() for v in p})
 

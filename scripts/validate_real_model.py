@@ -79,6 +79,10 @@ RECIPES: dict[str, dict] = {
 RECIPES["new_scratch"] = {"data": RECIPES["new"]["data"],
                           "train": {**RECIPES["new"]["train"], "pretrained_encoder": None}}
 RECIPES["new_light"] = {"data": RECIPES["new"]["data"], "train": {**RECIPES["new"]["train"], **LIGHT}}
+#: the new recipe with the old recipe's unenhanced-phase augmentation (the TotalSegmentator CT is unenhanced)
+RECIPES["new_unenh"] = {"data": RECIPES["new"]["data"],
+                        "train": {**RECIPES["new"]["train"],
+                                  "augment": replace(RECIPES["new"]["train"]["augment"], unenhanced_probability=0.3)}}
 RECIPES["old_alldata"] = {"data": {**RECIPES["old"]["data"], "sets": "all"}, "train": RECIPES["old"]["train"]}
 
 
@@ -133,6 +137,17 @@ def overlap(masks: list[np.ndarray], truth: np.ndarray) -> np.ndarray:
     return np.array([[np.logical_and(m, truth).sum(), m.sum() + truth.sum()] for m in masks], dtype=np.float64)
 
 
+def stop_rule_record(masks: list[np.ndarray], truth: np.ndarray) -> dict:
+    """What a stop rule needs, without the truth at run time: |Ri and Rj| for every pair of rounds and the
+    truth overlap of the majority vote of the fine rounds (voxels in at least half of them)."""
+    flat = np.stack([m.ravel() for m in masks]).astype(np.float32)
+    record = {"pairs": (flat @ flat.T).astype(np.int64).tolist()}
+    if len(masks) > 1:
+        vote = flat[1:].mean(axis=0) >= 0.5
+        record["vote"] = [int(np.logical_and(vote, truth.ravel()).sum()), int(vote.sum() + truth.sum())]
+    return record
+
+
 def pooled(parts: list[np.ndarray]) -> list[float]:
     """Pooled DSC per round over slices whose rounds may stop at different counts (the last round carries on)."""
     n = max(len(p) for p in parts)
@@ -158,6 +173,7 @@ def score_slices(package, data: Data, recipe: dict, held_out: set[str], device: 
     """Per held-out patient and variant: pooled 2-D DSC per round over its labelled slices."""
     chosen = [s for s in scoring_slices(data.slices) if s.patient in held_out]
     per_patient: dict[str, dict[str, list]] = {}
+    records: dict[str, list] = {}
     for run in runs(chosen):
         first = run[0]
         hu = np.rint(np.stack([s.hu(recipe["data"]["floor_hu"]) for s in run], axis=2)).astype(np.int16)
@@ -167,10 +183,14 @@ def score_slices(package, data: Data, recipe: dict, held_out: set[str], device: 
             v_truth = truth if len(spec) == 2 else spec[2].mask_to_model(truth)
             masks = rounds_on(package, v_hu, (v_spacing, v_spacing, SPACING[2]), device)
             per_patient.setdefault(first.patient, {}).setdefault(variant, []).append(overlap(masks, v_truth))
+            if variant == "native":
+                records.setdefault(first.patient, []).append(
+                    {"truth": overlap(masks, v_truth).astype(int).tolist(), **stop_rule_record(masks, v_truth)})
     out = {}
     for patient, variants in per_patient.items():
         out[patient] = {v: pooled(parts) for v, parts in variants.items()}
         out[patient]["slices"] = sum(len(r) for r in runs([s for s in chosen if s.patient == patient]))
+        out[patient]["stop_rule_runs"] = records[patient]
     return out
 
 
@@ -178,7 +198,9 @@ def score_volume(package, data: Data, name: str, device: str) -> dict:
     """3-D DSC per round of a held-out volume, native and as 5 mm slabs."""
     case = data.native[name]
     hu, truth, spacing = np.asarray(case.image), np.asarray(case.label) > 0, tuple(case.spacing)
-    out = {"native": pooled([overlap(rounds_on(package, hu, spacing, device), truth)])}
+    masks = rounds_on(package, hu, spacing, device)
+    out = {"native": pooled([overlap(masks, truth)]),
+           "stop_rule_runs": [{"truth": overlap(masks, truth).astype(int).tolist(), **stop_rule_record(masks, truth)}]}
     n = hu.shape[2] // 5
     slab = np.rint(hu[:, :, :5 * n].reshape(*hu.shape[:2], n, 5).astype(np.float32).mean(axis=3)).astype(np.int16)
     slab_truth = truth[:, :, :5 * n].reshape(*truth.shape[:2], n, 5).mean(axis=3) >= 0.5
