@@ -112,3 +112,29 @@ def test_converted_encoder_still_recognises_a_photograph(converted):
         features = F.relu6(F.conv2d(encoder(x)[-1], torch.from_numpy(head_w), torch.from_numpy(head_b)))
         logits = features.mean((2, 3)).numpy() @ w + b
     assert int(logits.argmax()) == MILITARY_UNIFORM
+
+
+def test_cli_refuses_a_pretrained_encoder_before_reading_any_data(tmp_path, capsys):
+    from PancreasRSTNLib.app.cli import main
+
+    base = ["train", "--data", str(tmp_path / "no-such-dataset"), "-o", str(tmp_path / "run"), "--no-progress"]
+    assert main([*base, "--backbone", "light", "--pretrained-encoder", str(tmp_path / "x.safetensors")]) == 1
+    assert "needs --backbone mobilenet_unet" in capsys.readouterr().err
+    assert main([*base, "--backbone", "mobilenet_unet", "--pretrained-encoder", str(tmp_path / "x.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "not found" in err and "convert_mobilenetv2.py" in err and "no-such-dataset" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_trains_from_the_pretrained_encoder_with_real_ct_augmentation(converted, tmp_path):
+    from PancreasRSTNLib.app.cli import main
+    from PancreasRSTNLib.io.model_package import load_model_package
+
+    out = tmp_path / "run"
+    assert main(["train", "--phantoms", "2", "--phantom-shape", "48x48x16", "-o", str(out), "--views", "Z",
+                 "--backbone", "mobilenet_unet", "--pretrained-encoder", str(converted), "--augment", "real-ct",
+                 "--samples-per-step", "2", "--steps", "S:1,I:1,J:1", "--optimizer", "adamw",
+                 "--no-progress"]) == 0
+    config = load_model_package(out / "model").metadata["training"]["config"]
+    assert config["pretrained_encoder"] == str(converted) and config["samples_per_step"] == 2
+    assert config["augment"]["scanner"]["phase_probability"] > 0 and config["augment"]["fatty_organ_probability"] > 0

@@ -55,7 +55,7 @@ from PancreasRSTNLib.training.nih_slices import (  # noqa: E402
     training_slices,
 )
 from PancreasRSTNLib.training.patient_folds import check_no_leak, load_folds  # noqa: E402
-from PancreasRSTNLib.training.scanner_augmentation import PHASES, ScannerAugmentConfig, simulate_phase  # noqa: E402
+from PancreasRSTNLib.training.scanner_augmentation import PHASES, REAL_CT_SCANNER_AUGMENT, simulate_phase  # noqa: E402
 from PancreasRSTNLib.training.trainer import TrainCase, TrainConfig, train  # noqa: E402
 
 SPACING = (1.5, 1.5, 1.5)
@@ -63,8 +63,7 @@ VOLUMES = ("PANCREAS_0001", "PANCREAS_0002")
 CITATION = ("Roth HR, Farag A, Turkbey EB, Lu L, Liu J, Summers RM. Data From Pancreas-CT. The Cancer Imaging "
             "Archive, 2016. https://doi.org/10.7937/K9/TCIA.2016.tNB1kqBU (CC BY 4.0)")
 PRETRAINED = str(ROOT / "Resources" / "Pretrained" / "mobilenetv2_imagenet_encoder.safetensors")
-SCANNER_AUG = ScannerAugmentConfig(gamma_probability=0.3, blur_probability=0.2, lowres_probability=0.25,
-                                   elastic_probability=0.2, phase_probability=0.5)
+SCANNER_AUG = REAL_CT_SCANNER_AUGMENT
 LIGHT = {"backbone": "light", "backbone_kwargs": {"widths": [8, 16, 32, 64, 128], "norm": "instance"}}
 MOBILE = {"backbone": "mobilenet_unet", "backbone_kwargs": {}, "pretrained_encoder": PRETRAINED}
 

@@ -166,3 +166,8 @@ def gamma(hu: torch.Tensor, g: float) -> torch.Tensor:
     v = ((hu - low) / (high - low)).clamp(0.0, 1.0)
     inside = (hu > low) & (hu < high)
     return torch.where(inside, v.pow(g) * (high - low) + low, hu)
+
+
+#: the real-CT recipe's probabilities (issue 20's validation, docs/models.md): ``train --augment scanner``
+REAL_CT_SCANNER_AUGMENT = ScannerAugmentConfig(gamma_probability=0.3, blur_probability=0.2, lowres_probability=0.25,
+                                               elastic_probability=0.2, phase_probability=0.5)

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import RSTNError
+from ...errors import OptionsError, RSTNError
 from ...io.model_package import default_metadata
+from ...models.pretrained import DEFAULT_ENCODER_FILE, load_encoder_weights
 from ...phantom import canonical_spacing, parse_triple
 from ...training.augmentation import AugmentConfig
 from ...training.config import DEFAULT_LR, TrainConfig
+from ...training.scanner_augmentation import REAL_CT_SCANNER_AUGMENT
 from ...training.schedule import ScheduleOptions
 from ...training.trainer import train
 from ...training.training_data import TrainCase, phantom_cases
@@ -51,9 +53,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "every case to it first")
     p.add_argument("--hu-window", default="-100,240", help="HU window low,high mapped to [0, 1] (reference -100,240; "
                    "write --hu-window=-100,240 when low is negative)")
-    p.add_argument("--augment", action="store_true",
-                   help="seeded augmentations for real scanners: in-plane scale +-20 %%, rotation +-15 deg, intensity "
-                   "shift +-25 HU and contrast +-12 %%, noise up to 20 HU (not in the reference)")
+    p.add_argument("--augment", nargs="?", const="basic", default=None, choices=("basic", "real-ct"),
+                   help="seeded augmentations for real scanners (not in the reference). basic: in-plane scale +-20 %%, "
+                   "rotation +-15 deg, intensity shift +-25 HU and contrast +-12 %%, noise up to 20 HU; real-ct: "
+                   "basic plus a fatty organ, gamma, blur, low resolution, elastic deformation and contrast-phase "
+                   "simulation (the shipped real-CT model's recipe, docs/models.md)")
+    p.add_argument("--pretrained-encoder", nargs="?", const=str(DEFAULT_ENCODER_FILE), default=None, metavar="FILE",
+                   help="start both networks' encoders from the converted ImageNet MobileNetV2 (--backbone "
+                   "mobilenet_unet; FILE defaults to the one scripts/convert_mobilenetv2.py writes); checked by sha256")
+    p.add_argument("--samples-per-step", type=positive_int, default=1,
+                   help="training samples per optimiser step, their losses averaged (a batch; default 1 as the paper)")
     p.add_argument("--axial-slices", type=Path, default=None,
                    help="extra single axial slices (images/ + masks/ JPEG of a display window, as in NIH JPEG sets): "
                    "view Z only, each slice repeated as its 3-slice input")
@@ -238,11 +247,31 @@ def _train_config(args: argparse.Namespace, views: tuple[str, ...], schedule: tu
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, init=args.init,
         bn_recalibration=False if args.no_bn_recalibration else None,
         bn_recalibration_samples=args.bn_recalibration_samples,
-        hu_window=_numbers(args.hu_window, 2, "--hu-window"), augment=AugmentConfig() if args.augment else None,
+        hu_window=_numbers(args.hu_window, 2, "--hu-window"), augment=_augment_config(args.augment),
+        pretrained_encoder=args.pretrained_encoder, samples_per_step=args.samples_per_step,
         spacing=spacing, refiner_direction=args.direction, refiner_window=args.window,
         sequence_length=args.sequence_length, crop_size=args.crop, batch_size=args.batch_size,
         unit_share=args.unit_share,
     )
+
+
+def _augment_config(name: str | None) -> AugmentConfig | None:
+    """``--augment``: none, the basic set, or the real-CT recipe's (scanner and contrast-phase simulation too)."""
+    if name is None:
+        return None
+    if name == "real-ct":
+        return AugmentConfig(fatty_organ_probability=0.2, scanner=REAL_CT_SCANNER_AUGMENT)
+    return AugmentConfig()
+
+
+def check_pretrained_encoder(args: argparse.Namespace) -> None:
+    """Refuse a missing, unknown or misapplied encoder file before any data is read."""
+    if args.pretrained_encoder is None:
+        return
+    if (args.backbone or "") != "mobilenet_unet":
+        raise OptionsError(f"--pretrained-encoder needs --backbone mobilenet_unet, not {args.backbone or 'fcn8s'}.",
+                           fix="Add --backbone mobilenet_unet, or drop --pretrained-encoder.")
+    load_encoder_weights(args.pretrained_encoder)
 
 
 def _package_metadata(args: argparse.Namespace, provenance: dict) -> dict:
@@ -268,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
         raise RSTNError("--method rstn+biclstm refines a trained RSTN: give its model package with --init.")
     if args.method == "cai" and args.init:
         raise RSTNError("--method cai trains from scratch, as the paper does: drop --init.")
+    check_pretrained_encoder(args)
     cases, provenance, spacing = load_cases(args)
     schedule, j_decay = stages.resolve(cases, views, args.slice_threshold)
     cfg = _train_config(args, views, schedule, j_decay, spacing)
