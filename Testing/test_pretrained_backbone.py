@@ -138,3 +138,18 @@ def test_cli_trains_from_the_pretrained_encoder_with_real_ct_augmentation(conver
     config = load_model_package(out / "model").metadata["training"]["config"]
     assert config["pretrained_encoder"] == str(converted) and config["samples_per_step"] == 2
     assert config["augment"]["scanner"]["phase_probability"] > 0 and config["augment"]["fatty_organ_probability"] > 0
+
+
+def test_decoder_normalisation_is_instance_normalisation_in_either_memory_layout():
+    """The decoder's GroupNorm (one channel per group) must give InstanceNorm2d's numbers, so that packages trained
+    with either keep their meaning; channels-last input must not change them."""
+    from PancreasRSTNLib.models.mobilenet_unet import _instance_norm
+
+    norm = _instance_norm(6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.2, 0.2)
+    x = torch.randn(2, 6, 17, 23) * 3 + 1
+    expected = F.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+    assert torch.allclose(norm(x), expected, atol=1e-5)
+    assert torch.allclose(norm(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5)

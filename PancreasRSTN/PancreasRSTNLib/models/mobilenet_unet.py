@@ -83,10 +83,17 @@ class MobileNetV2Encoder(nn.Module):
         return skips
 
 
+def _instance_norm(channels: int) -> nn.GroupNorm:
+    """Instance normalisation with a per-channel affine, as a GroupNorm of one channel per group: the same numbers
+    and state_dict keys as ``InstanceNorm2d(affine=True)``, but a native kernel that keeps the channels-last layout
+    (``InstanceNorm2d`` repeats the input into a batch norm: 1.6x slower on a CPU)."""
+    return nn.GroupNorm(channels, channels)
+
+
 def _merge_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), _instance_norm(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), _instance_norm(cout), nn.ReLU(inplace=True),
     )
 
 
@@ -119,10 +126,11 @@ class MobileUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        padded = pad_to_multiple(x, self.multiple)
+        # channels-last: oneDNN's depthwise and 1x1 convolutions run about 1.5x faster on a CPU in this layout
+        padded = pad_to_multiple(x, self.multiple).contiguous(memory_format=torch.channels_last)
         skips = self.encoder(padded)
         y = skips[-1]
         for merge, skip in zip(self.merge, [*skips[-2::-1], padded]):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = merge(torch.cat([y, skip.to(y.dtype)], dim=1))
-        return self.head(y)[:, :, :h, :w]
+        return self.head(y)[:, :, :h, :w].contiguous()
