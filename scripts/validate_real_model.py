@@ -84,7 +84,7 @@ RECIPES["new_unenh"] = {"data": RECIPES["new"]["data"],
                                   "augment": replace(RECIPES["new"]["train"]["augment"], unenhanced_probability=0.3)}}
 #: the new recipe with the old recipe's HU handling: the JPEG floor (0) mapped to -100 HU, window -100..240, so
 #: that a fatty pancreas below 0 HU on a real CT stays visible
-RECIPES["new_floor"] = {"data": RECIPES["old"]["data"], "train": RECIPES["new"]["train"]}
+RECIPES["new_floor"] = {"data": {**RECIPES["old"]["data"], "sets": "all"}, "train": RECIPES["new"]["train"]}
 RECIPES["old_alldata"] = {"data": {**RECIPES["old"]["data"], "sets": "all"}, "train": RECIPES["old"]["train"]}
 
 
