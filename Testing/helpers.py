@@ -77,3 +77,18 @@ def write_dicom_series(image: sitk.Image, folder: Path, series_uid: str = "1.2.8
         writer.SetFileName(str(folder / f"{prefix}{k:04d}.dcm"))
         writer.Execute(sl)
     return folder
+
+
+def demo_model_as(organ: str, directory: Path) -> Path:
+    """The bundled demo model relabelled as another organ (its training labels marked it with 1): a model that
+    finds something in the tests' phantoms, for checks of what an organ's outputs look like. It is marked
+    not synthetic so that a default choice (the Slicer Logic's) takes it."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(demo_model_dir(), directory)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["organ"] = default_metadata(meta["name"], organ, label_value=1)["organ"]
+    meta["name"], meta["synthetic"] = f"relabelled-{organ}-test", False  # so that the Slicer Logic picks it
+    (folder / "model.json").write_text(json.dumps(meta, indent=2))
+    return folder

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
-from PancreasRSTNLib.app.background_run import (
+from PancreasRSTNLib.devices import describe_device
+from PancreasRSTNLib.errors import DeviceOutOfMemoryError, InputImageError, RunCancelled
+from PancreasRSTNSlicerLib.background_run import (
     BackgroundRun,
     Failed,
     Finished,
     Job,
-    Progress,
+    ProgressMessage,
     RoundReady,
     user_message,
 )
-from PancreasRSTNLib.devices import describe_device
-from PancreasRSTNLib.errors import DeviceOutOfMemoryError, InputImageError, RunCancelled
 
 
 @pytest.fixture(scope="module")
@@ -38,33 +36,25 @@ def ct():
     return make_phantom(size=(32, 32, 16), seed=1)[0]
 
 
-def _config():
-    from PancreasRSTNLib.engine.inference import InferenceConfig
+def _settings():
+    from PancreasRSTNLib.engine.config import InferenceConfig, RunSettings
 
-    return InferenceConfig(max_iter=2, postprocess=False)
+    return RunSettings(InferenceConfig(max_iter=2, postprocess=False), device="cpu")
 
 
 def test_rounds_and_progress_arrive_in_order(tiny_model, ct):
-    run = BackgroundRun(ct, [Job("pancreas", tiny_model)], _config(), "cpu").start()
+    run = BackgroundRun(ct, [Job("pancreas", tiny_model)], _settings()).start()
     messages = list(run.wait_messages(timeout=120))
     assert isinstance(messages[-1], Finished) and run.finished
     rounds = [m for m in messages if isinstance(m, RoundReady)]
     assert [r.result.index for r in rounds] == list(range(len(rounds))) and len(rounds) >= 2
-    fractions = [m.fraction for m in messages if isinstance(m, Progress)]
+    fractions = [m.fraction for m in messages if isinstance(m, ProgressMessage)]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert rounds[0].result.mask_image().GetSize() == ct.GetSize()  # on the input grid
 
 
 def test_cancel_stops_with_cancelled_message(tiny_model, ct):
-    started = threading.Event()
-
-    def slow_progress_load(path, device="cpu"):
-        from PancreasRSTNLib.io.model_package import load_model_package
-
-        started.set()
-        return load_model_package(path, device=device)
-
-    run = BackgroundRun(ct, [Job("pancreas", tiny_model)], _config(), "cpu", load_package=slow_progress_load)
+    run = BackgroundRun(ct, [Job("pancreas", tiny_model)], _settings())
     run.cancel()  # cancelled before it starts: must not run a single round
     run.start()
     messages = list(run.wait_messages(timeout=60))
@@ -73,14 +63,14 @@ def test_cancel_stops_with_cancelled_message(tiny_model, ct):
 
 
 def test_errors_become_messages(tmp_path, ct):
-    run = BackgroundRun(ct, [Job("pancreas", tmp_path / "nowhere")], _config(), "cpu").start()
+    run = BackgroundRun(ct, [Job("pancreas", tmp_path / "nowhere")], _settings()).start()
     last = list(run.wait_messages(timeout=60))[-1]
     assert isinstance(last, Failed) and last.kind == "error" and "nowhere" in last.message
     assert "Traceback" in last.details
 
 
 def test_poll_is_non_blocking(tiny_model, ct):
-    run = BackgroundRun(ct, [Job("pancreas", tiny_model)], _config(), "cpu")
+    run = BackgroundRun(ct, [Job("pancreas", tiny_model)], _settings())
     assert run.poll() == []  # nothing yet, returns at once
     run.start()
     run.join(120)

@@ -13,8 +13,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PancreasRSTNLib.cli import main
+from PancreasRSTNLib.app.cli import main
 from PancreasRSTNLib.engine.cai_inference import refine_round
+from PancreasRSTNLib.engine.config import RunSettings
 from PancreasRSTNLib.engine.inference import InferenceConfig, RSTNEngine
 from PancreasRSTNLib.engine.segmentation import segment_canonical
 from PancreasRSTNLib.errors import ModelPackageError
@@ -85,8 +86,8 @@ def test_cli_trains_cai_and_segment_shows_the_refinement_round(tmp_path, capsys)
     package = load_model_package(out / "model")
     assert package.method == "cai" and package.refiner is not None
     _, hu, _ = _phantom(size=(64, 64, 32))
-    rounds = list(segment_canonical(hu, canonical_spacing((64, 64, 32)), package, InferenceConfig(views=("Z",)),
-                                    device="cpu"))
+    rounds = list(segment_canonical(hu, canonical_spacing((64, 64, 32)), package,
+                                    RunSettings(InferenceConfig(views=("Z",)), device="cpu")))
     assert [r.stage for r in rounds] == ["cnn", "refine"]
     assert rounds[-1].stop_reason == "done" and rounds[0].stop_reason is None
     refined = refine_round(rounds[0].result, package.refiner, InferenceConfig())
@@ -165,7 +166,7 @@ def test_the_refinement_runs_on_top_of_rstn_as_one_more_round(refined_package):
     package = load_model_package(refined_package)
     _, hu, _ = _phantom(5003)
     spacing = canonical_spacing(PHANTOM)
-    rounds = list(segment_canonical(hu, spacing, package, device="cpu"))
+    rounds = list(segment_canonical(hu, spacing, package, RunSettings(device="cpu")))
     plain = list(RSTNEngine(package.models, InferenceConfig(), device="cpu").run(hu))
     assert [r.stage for r in rounds] == [r.stage for r in plain] + ["refine"]
     assert rounds[-1].index == plain[-1].index + 1 and rounds[-1].stop_reason == plain[-1].stop_reason

@@ -104,6 +104,17 @@ def test_empty_prediction_is_reported_and_nothing_written(tmp_path, capsys):
     assert main(["segment", str(ct), "-o", str(tmp_path / "o.nii.gz"), "--model", str(model)]) == 1
     assert "found no pancreas" in capsys.readouterr().err
     assert not (tmp_path / "o.nii.gz").exists()
+    # the same policy in a cohort: that case fails (counted in the exit code), nothing is written for it
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for seed, name in enumerate(("a", "b")):
+        write_image(ct_image(seed=seed), cohort / f"{name}.nii.gz")
+    assert main(["segment", str(cohort), "-o", str(tmp_path / "out"), "--model", str(model), "--quiet"]) == 2
+    capsys.readouterr()
+    rows = json.loads((tmp_path / "out" / "cohort.json").read_text())["cases"]
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert all("found no pancreas" in r["error"] and "nothing was written" in r["error"] for r in rows)
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
 
 
 def test_a_c2f_baseline_model_is_refused_by_segment(tmp_path, capsys):
@@ -117,4 +128,13 @@ def test_a_c2f_baseline_model_is_refused_by_segment(tmp_path, capsys):
     assert main(["segment", str(ct), "-o", str(tmp_path / "o.nii.gz"), "--model", str(model)]) == 1
     err = capsys.readouterr().err
     assert "C2F baseline" in err and "pancreas-rstn evaluate" in err
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_a_refused_option_value_is_an_options_error_not_an_input_one(tmp_path, capsys):
+    ct = write_image(ct_image(), tmp_path / "ct.nii.gz")
+    for flag, value in (("--thr", "2"), ("--prob-threshold", "1.5"), ("--margin", "-1"), ("--views", "Q")):
+        assert main(["segment", str(ct), "-o", str(tmp_path / "o.nii.gz"), flag, value, "--json"]) == 1
+        error = json.loads(capsys.readouterr().out)["error"]
+        assert error["kind"] == "options" and error["fix"], (flag, error)
     assert not (tmp_path / "o.nii.gz").exists()

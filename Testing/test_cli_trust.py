@@ -17,10 +17,10 @@ import SimpleITK as sitk
 
 from helpers import ROOT, demo_model_dir, tiny_models
 from PancreasRSTNLib.app.cli import build_parser, main
-from PancreasRSTNLib.app.progress import Progress, progress_mode
 from PancreasRSTNLib.io.model_package import default_metadata, save_model_package
 from PancreasRSTNLib.io.volume_io import write_image
 from PancreasRSTNLib.phantom import make_phantom
+from PancreasRSTNLib.progress import Progress, progress_mode
 
 
 def _unwritable_folder(tmp_path):

@@ -1,38 +1,15 @@
-"""The core's layout: subpackages by stage, old flat import paths kept for one release, modules a reader can hold."""
+"""The core's layout: subpackages by stage, modules a reader can hold, one entry point."""
 
 from __future__ import annotations
 
 import importlib
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 
 CORE = Path(__file__).resolve().parents[1] / "PancreasRSTN" / "PancreasRSTNLib"
-
-
-@pytest.mark.parametrize(("old", "new"), [
-    ("PancreasRSTNLib.inference", "PancreasRSTNLib.engine.inference"),
-    ("PancreasRSTNLib.trainer", "PancreasRSTNLib.training.trainer"),
-    ("PancreasRSTNLib.model_package", "PancreasRSTNLib.io.model_package"),
-    ("PancreasRSTNLib.commands.segment", "PancreasRSTNLib.app.commands.segment"),
-])
-def test_an_old_import_path_gives_the_same_module_and_says_where_it_went(old, new):
-    sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(new)
-    assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught)
-
-
-def test_the_old_evaluation_names_still_import():
-    with pytest.warns(DeprecationWarning, match="evaluation.cases"):
-        from PancreasRSTNLib.evaluation import evaluate_case
-    from PancreasRSTNLib.evaluation.cases import evaluate_case as moved
-    assert evaluate_case is moved
 
 
 def test_no_core_module_is_longer_than_a_reader_holds():
@@ -41,7 +18,17 @@ def test_no_core_module_is_longer_than_a_reader_holds():
 
 
 def test_the_package_runs_as_a_module():
-    for target in ("PancreasRSTNLib", "PancreasRSTNLib.cli"):
-        proc = subprocess.run([sys.executable, "-m", target, "--version"], capture_output=True, text=True,
-                              cwd=CORE.parent, timeout=120)
-        assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "PancreasRSTNLib", "--version"], capture_output=True, text=True,
+                          cwd=CORE.parent, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
+
+
+def test_old_flat_import_paths_are_gone_and_nothing_hooks_the_import_system():
+    import PancreasRSTNLib
+
+    for old in ("PancreasRSTNLib.inference", "PancreasRSTNLib.cli", "PancreasRSTNLib._compat"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)
+    assert not [f for f in sys.meta_path if type(f).__module__.startswith(PancreasRSTNLib.__name__)]
+    with pytest.raises(ImportError):
+        from PancreasRSTNLib.evaluation import evaluate_case  # noqa: F401 - lives in evaluation.cases only

@@ -10,12 +10,8 @@ import torch
 from helpers import TINY, tiny_models, tiny_package
 from PancreasRSTNLib.app.cli import main
 from PancreasRSTNLib.errors import ModelPackageError, OutputExistsError
-from PancreasRSTNLib.io.model_package import (
-    import_reference_checkpoints,
-    load_model_package,
-    load_reference_checkpoint,
-    verify_model_package,
-)
+from PancreasRSTNLib.io.model_package import load_model_package, verify_model_package
+from PancreasRSTNLib.io.reference_import import import_reference_checkpoints, load_reference_checkpoint
 from PancreasRSTNLib.models.model import RSTN
 
 

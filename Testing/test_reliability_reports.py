@@ -15,7 +15,7 @@ import torch
 from helpers import ct_image, demo_model_dir
 from PancreasRSTNLib import errors
 from PancreasRSTNLib.app.cli import main
-from PancreasRSTNLib.io.model_package import load_reference_checkpoint
+from PancreasRSTNLib.io.reference_import import load_reference_checkpoint
 from PancreasRSTNLib.io.volume_io import read_image, validate_ct, write_image
 from PancreasRSTNLib.phantom import make_phantom
 
@@ -156,7 +156,7 @@ def test_class8_an_unexpected_exception_under_json_is_one_error_object(tmp_path,
     def broken(*args, **kwargs):
         raise ValueError("something nobody planned for")
 
-    monkeypatch.setattr(segment, "resolve_model", broken)
+    monkeypatch.setattr(segment, "load_model_from_args", broken)
     ct = write_image(ct_image(), tmp_path / "ct.nii.gz")
     assert main(["segment", str(ct), "-o", str(tmp_path / "s.nii.gz"), "--json"]) == 1
     error = json.loads(capsys.readouterr().out)["error"]

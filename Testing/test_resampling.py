@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from helpers import ROOT, demo_model_dir, rotation
+from PancreasRSTNLib.engine.config import RunSettings
 from PancreasRSTNLib.engine.inference import RoundResult, SaliencyMaps
 from PancreasRSTNLib.engine.resampling import Resampling, needs_resampling
 from PancreasRSTNLib.engine.segmentation import GridMapping, GridRound, canonical_hu, segment_image
@@ -127,7 +128,7 @@ def test_segment_resamples_to_the_models_spacing_and_answers_on_the_input_grid()
     assert _same_grid(mask, image)
     assert dice(sitk.GetArrayFromImage(mask) > 0, sitk.GetArrayFromImage(label) == 1) > 0.8
     # --no-resample keeps the reference's behaviour: the model sees the input grid itself
-    plain = next(iter(segment_image(image, package, resample=False)))
+    plain = next(iter(segment_image(image, package, RunSettings(resample=False))))
     assert plain.mapping.resampling is None and plain.result.mask.shape == (192, 192, 96)
 
 
@@ -154,7 +155,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import numpy as np, SimpleITK as sitk, torch
     sys.path.insert(0, sys.argv[1])
     from helpers import tiny_models
-    from PancreasRSTNLib.engine.inference import InferenceConfig
+    from PancreasRSTNLib.engine.config import InferenceConfig, RunSettings
     from PancreasRSTNLib.io.model_package import ModelPackage
     from PancreasRSTNLib.models.model import RSTNConfig
     from PancreasRSTNLib.engine.segmentation import segment_image
@@ -168,7 +169,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     warm_array[:, 4:12, 4:12] = 40
     warm = sitk.GetImageFromArray(warm_array)
     warm.SetSpacing((0.57, 0.57, 1.0))
-    for r in segment_image(warm, package, InferenceConfig(views=("Z",), max_iter=0)):
+    for r in segment_image(warm, package, RunSettings(InferenceConfig(views=("Z",), max_iter=0))):
         r.mask_image()
     array = np.full((400, 768, 768), -1000, np.int16)  # k, j, i: 768 x 768 x 400 at 0.57 x 0.57 x 1 mm
     array[:, 100:668, 100:668] = 40
@@ -176,7 +177,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     del array
     image.SetSpacing((0.57, 0.57, 1.0))
     before = rss()
-    for r in segment_image(image, package, InferenceConfig(views=("Z",), max_iter=0)):
+    for r in segment_image(image, package, RunSettings(InferenceConfig(views=("Z",), max_iter=0))):
         mask = r.mask_image()
         grid = list(r.result.mask.shape)
     print(json.dumps({"before": before, "peak": rss(), "model_grid": grid, "mask_size": list(mask.GetSize())}))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from PancreasRSTNLib.engine.intensity import DEFAULT_WINDOW
+from PancreasRSTNLib.models.intensity import DEFAULT_WINDOW
 from PancreasRSTNLib.training.trainer import TrainCase, TrainConfig, train_view
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nih_pancreas_slices.npz"

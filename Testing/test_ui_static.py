@@ -39,7 +39,8 @@ def test_ui_is_valid_designer_xml():
 
 
 def test_every_ui_name_used_in_python_exists():
-    names = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text(encoding="utf-8")))
+    sources = [MODULE, *sorted((MODULE.parent / "PancreasRSTNPanel").glob("*.py"))]
+    names = set(re.findall(r"self\.ui\.(\w+)", "\n".join(p.read_text(encoding="utf-8") for p in sources)))
     assert names, "the widget uses no self.ui.<name>?"
     missing = names - set(_ui_widgets())
     assert not missing, f"self.ui names missing from the .ui: {sorted(missing)}"

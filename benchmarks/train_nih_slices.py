@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from PancreasRSTNLib.engine.intensity import DEFAULT_WINDOW
 from PancreasRSTNLib.evaluation.metrics import dice
+from PancreasRSTNLib.models.intensity import DEFAULT_WINDOW
 from PancreasRSTNLib.models.model import RSTN
 from PancreasRSTNLib.training.schedule import parse_steps
 from PancreasRSTNLib.training.trainer import TrainCase, TrainConfig, train_view

@@ -116,7 +116,7 @@ def main() -> int:
 
 def compare_folds(args: argparse.Namespace, timings: dict) -> None:
     """``pancreas-rstn evaluate`` with the four packages on each held-out volume, then one pooled table."""
-    from PancreasRSTNLib.cli import main as cli
+    from PancreasRSTNLib.app.cli import main as cli
     from PancreasRSTNLib.devices import device_description
     from PancreasRSTNLib.evaluation.comparison import COLUMNS
 

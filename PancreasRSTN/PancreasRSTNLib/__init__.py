@@ -4,7 +4,3 @@ Pure Python (torch, numpy, SimpleITK): the Slicer module and the ``pancreas-rstn
 """
 
 __version__ = "0.1.0"
-
-from ._compat import install as _install_old_import_paths
-
-_install_old_import_paths()

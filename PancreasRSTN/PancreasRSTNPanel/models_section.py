@@ -27,6 +27,8 @@ class ModelsSection:
         ):
             getattr(ui, widget).connect("clicked(bool)", slot)
         ui.modelsTableWidget.connect("itemSelectionChanged()", self.selection_changed)
+        self.refresh_dependencies()
+        self.refresh()
 
     def refresh(self) -> None:
         """The table of installed models, the organ list of the Segment section, and every model's warning."""

@@ -1,37 +1,31 @@
 """The module's Logic: MRML nodes in, core calls, MRML nodes out. No Qt, so it is tested with slicer-core.
 
-``begin_run`` checks everything before a node is made and opens a ``RunSession`` (``session.py``); the
-``RunController`` (``run_controller.py``) runs it, on the panel's worker thread or synchronously in ``run``.
+It answers what a run needs (the checked input, the jobs and their models) and exports results; the run itself
+belongs to ``RunController`` (``run_controller.py``), which asks this Logic through the ``RunLogic`` interface.
 Scene-node helpers live in ``scene_nodes.py``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import SimpleITK as sitk
 
-from PancreasRSTNLib.app.background_run import Job, user_message
 from PancreasRSTNLib.errors import InputImageError, ModelPackageError, RSTNError
 from PancreasRSTNLib.organs import get_organ
 
+from .background_run import Job, user_message
 from .mrml_geometry import volume_node_to_image
-from .run_controller import RunController
 from .scene import SceneContext, application_context
 from .scene_nodes import (
     INPUT_ATTRIBUTE,  # noqa: F401 - re-exported: scripts and tests read run folders by it
     organ_color_table,
-    organ_label_value,  # noqa: F401 - re-exported
     remove_node,
-    remove_previous_runs,
-    run_folders,
-    viridis_color_node,
 )
-from .session import RoundNodes, RunResult, RunSession, arbitrate
+from .session import RoundNodes, RunResult, RunSession  # noqa: F401 - re-exported to the module and scripts
 
 if TYPE_CHECKING:
     from PancreasRSTNLib.engine.segmentation import CheckedCT
@@ -58,17 +52,18 @@ class RunOptions:
     allow_non_ct: bool = False
     resample: bool = True  # to the model's spacing, when the CT's differs by more than 10 %
 
-    def inference_config(self):
-        from PancreasRSTNLib.engine.inference import InferenceConfig
+    def run_settings(self):
+        """The run's one settings record (``RunSettings``), its engine settings checked."""
+        from PancreasRSTNLib.engine.config import InferenceConfig, RunSettings
 
         config = InferenceConfig(thr=self.thr, max_iter=self.max_iter, prob_threshold=self.prob_threshold,
                                  margin=self.margin, postprocess=self.postprocess, views=tuple(self.views),
                                  batch_size=self.batch_size or None)
         config.validate()
-        return config
+        return RunSettings(config, device=self.device, resample=self.resample, allow_non_ct=self.allow_non_ct)
 
 
-class PancreasRSTNLogic:
+class SceneLogic:
     """MRML <-> core. Works in the Slicer application (default context) and on a slicer-core scene."""
 
     def __init__(self, context: SceneContext | None = None, models_root: str | Path | None = None) -> None:
@@ -137,45 +132,10 @@ class PancreasRSTNLogic:
             jobs.append(Job(name, find_model(name, models).path))
         return jobs
 
-    # ---------------------------------------------------------------- runs
-    def begin_run(self, input_node, options: RunOptions) -> RunSession:
-        """Check input, options and models, then open a session (creates the run folder only)."""
-        ct = self.validate_input(input_node, options.allow_non_ct)
-        options.inference_config()
-        jobs = self.resolve_jobs(options.organs)
-        return RunSession(self.context, input_node, ct, options, jobs)
-
-    def run(self, input_node, options: RunOptions | None = None,
-            progress: Callable[[float, str], None] | None = None, cancel: Callable[[], bool] | None = None,
-            on_round: Callable[[RoundNodes], None] | None = None, **job_kwargs) -> RunResult:
-        """Synchronous run (scripts, tests, the self-test). On any error the scene is left unchanged."""
-        return RunController(self).run(input_node, options or RunOptions(), progress=progress, cancel=cancel,
-                                       on_round=on_round, **job_kwargs)
-
     @staticmethod
     def error_message(exc: BaseException) -> tuple[str, str]:
         """(user message, kind) for an exception (kind: cancelled | out_of_memory | error)."""
         return user_message(exc)
-
-    # ---------------------------------------------------------------- organs and shared nodes
-    arbitrate = staticmethod(arbitrate)
-
-    def organ_color_table(self):
-        """The labelmaps' colour table, one entry per organ (created once per scene)."""
-        return organ_color_table(self.context.scene)[0]
-
-    def viridis_color_node(self):
-        """The saliency colour map: Slicer's Viridis, or our own copy."""
-        return viridis_color_node(self.context.scene)[0]
-
-    # ---------------------------------------------------------------- runs in the hierarchy
-    def run_folders(self, input_node) -> list[int]:
-        """Subject-hierarchy folders of earlier runs on this input."""
-        return run_folders(self.context.sh_node, input_node)
-
-    def remove_previous_runs(self, input_node, keep_folder: int = 0) -> int:
-        """Remove earlier runs' folders and nodes (only when the user asked to replace them)."""
-        return remove_previous_runs(self.context.scene, self.context.sh_node, input_node, keep_folder)
 
     # ---------------------------------------------------------------- export
     def export_segmentation(self, seg, path: str | Path, reference_node=None, overwrite: bool = False) -> Path:
@@ -183,13 +143,11 @@ class PancreasRSTNLogic:
         or as a .seg.nrrd (keeps names, colours and terminology). Refuses to overwrite unless asked, and never
         writes over an input (the reference volume's file, the segmentation's own file). The file is written under
         a temporary name, checked, then put in place: whole or not at all (``io.outputs``, as the CLI)."""
-        from PancreasRSTNLib.errors import OutputExistsError, OutputPathError
+        from PancreasRSTNLib.errors import OutputPathError
         from PancreasRSTNLib.io.outputs import VOLUME_SUFFIXES, OutputPlan, check_volume_file
 
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise OutputExistsError(f"{path} exists already. Choose another name or confirm overwriting.")
-        plan = OutputPlan(overwrite=True)
+        plan = OutputPlan(overwrite=overwrite)  # the core's one check of an output: format, folder, existing file
         for node, what in ((reference_node, "The reference volume's file"), (seg, "The segmentation's own file")):
             storage = node.GetStorageNode() if node is not None else None
             if storage is not None and storage.GetFileName():
@@ -222,29 +180,21 @@ class PancreasRSTNLogic:
             scene.RemoveNode(storage)
 
     def _labelmap_image(self, seg, reference_node) -> sitk.Image:
-        """The visible segments as one labelmap on ``reference_node``'s grid."""
+        """The visible segments as one labelmap on ``reference_node``'s grid, each organ with its own label value
+        (the organs' colour table names them; the label value rule, ``PancreasRSTNLib.organs``)."""
         import slicer
+        import vtk
 
         scene = self.context.scene
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "PancreasRSTN export")
         try:
+            ids = vtk.vtkStringArray()
+            seg.GetDisplayNode().GetVisibleSegmentIDs(ids)
+            colors = organ_color_table(scene)[0]
             segmentations = slicer.vtkSlicerSegmentationsModuleLogic
-            if not segmentations.ExportVisibleSegmentsToLabelmapNode(seg, labelmap, reference_node):
+            whole_grid = slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
+            if not segmentations.ExportSegmentsToLabelmapNode(seg, ids, labelmap, reference_node, whole_grid, colors):
                 raise RSTNError("Could not convert the segmentation to a labelmap for export.")
             return volume_node_to_image(labelmap)
         finally:
             remove_node(scene, labelmap)
-
-    # ---------------------------------------------------------------- display (no Qt; Slicer app only)
-    @staticmethod
-    def round_summary(nodes: RoundNodes, table) -> str:
-        """One line about a round for the GUI (from the run's table)."""
-        vtable = table.GetTable()
-        for row in range(vtable.GetNumberOfRows()):
-            if int(vtable.GetValueByName(row, "round").ToInt()) == nodes.index:
-                dsc = vtable.GetValueByName(row, "dsc_to_previous").ToDouble()
-                voxels = vtable.GetValueByName(row, "voxels").ToInt()
-                dsc_text = "-" if math.isnan(dsc) else f"{dsc:.4f}"
-                return f"Round {nodes.index} ({nodes.stage}): {voxels} voxels, DSC to previous {dsc_text}"
-        return f"Round {nodes.index} ({nodes.stage})"
-

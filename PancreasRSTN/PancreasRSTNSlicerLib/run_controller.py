@@ -2,28 +2,45 @@
 is made), runs the jobs on a worker thread (the panel polls it from a timer) or synchronously (``run``), turns
 each round into nodes as it arrives, and on any failure or cancel removes everything the run made.
 
-The panel only shows the events ``poll`` returns; ``PancreasRSTNLogic.run`` uses ``run``. Both go through the
-same ``_on_round`` / ``_finish`` / ``_abort`` steps.
+The panel only shows the events ``poll`` returns; scripts, tests and the self-test call ``run``. Both go through
+the same ``_begin`` / ``_on_round`` / ``_finish`` / ``_abort`` steps. The Logic is reached through ``RunLogic``, so
+tests may hand in any object that answers it.
 """
 
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from PancreasRSTNLib.app.background_run import (
+from .background_run import (
     BackgroundRun,
     Failed,
     Finished,
-    JobOptions,
-    Progress,
+    ProgressMessage,
     RoundReady,
     iterate_jobs,
     user_message,
 )
-
 from .session import RoundNodes, RunResult, RunSession
+
+if TYPE_CHECKING:
+    from PancreasRSTNLib.engine.segmentation import CheckedCT
+
+    from .background_run import Job
+    from .logic import RunOptions
+    from .scene import SceneContext
+
+
+class RunLogic(Protocol):
+    """What a run asks of the Logic: the scene, the checked input, and one job per organ."""
+
+    context: SceneContext
+
+    def validate_input(self, input_node: object, allow_non_ct: bool = False) -> CheckedCT: ...
+
+    def resolve_jobs(self, organs: Sequence[str]) -> list[Job]: ...
 
 
 @dataclass
@@ -56,7 +73,7 @@ Event = Progressed | RoundShown | RunFinished | RunFailed
 class RunController:
     """Runs of one Logic, one at a time."""
 
-    def __init__(self, logic) -> None:
+    def __init__(self, logic: RunLogic) -> None:
         self.logic = logic
         self.session: RunSession | None = None
         self._run: BackgroundRun | None = None
@@ -66,11 +83,10 @@ class RunController:
         return self._run is not None
 
     # ------------------------------------------------------------------ on a worker thread (the panel)
-    def start(self, input_node, options, **job_kwargs) -> RunSession:
+    def start(self, input_node, options) -> RunSession:
         """Check everything and start; raises (nothing made) when the input, options or models are wrong."""
-        self.session = self.logic.begin_run(input_node, options)
-        self._run = BackgroundRun(self.session.ct, self.session.jobs, self.session.config, options.device,
-                                  resample=options.resample, **job_kwargs).start()
+        self.session = self._begin(input_node, options)
+        self._run = BackgroundRun(self.session.ct, self.session.jobs, self.session.settings).start()
         return self.session
 
     def cancel(self) -> None:
@@ -84,7 +100,7 @@ class RunController:
             return []
         events: list[Event] = []
         for message in self._run.poll():
-            if isinstance(message, Progress):
+            if isinstance(message, ProgressMessage):
                 events.append(Progressed(message.fraction, message.stage))
             elif isinstance(message, RoundReady):
                 try:
@@ -107,14 +123,13 @@ class RunController:
 
     # ------------------------------------------------------------------ synchronously (scripts, tests, self-test)
     def run(self, input_node, options, progress: Callable[[float, str], None] | None = None,
-            cancel: Callable[[], bool] | None = None, on_round: Callable[[RoundNodes], None] | None = None,
-            **job_kwargs) -> RunResult:
+            cancel: Callable[[], bool] | None = None, on_round: Callable[[RoundNodes], None] | None = None
+            ) -> RunResult:
         """The whole run in this thread. On any error the scene is left unchanged and the error is raised."""
-        self.session = session = self.logic.begin_run(input_node, options)
+        self.session = session = self._begin(input_node, options)
         try:
-            job_options = JobOptions(resample=options.resample, **job_kwargs)  # the input is checked already
-            for organ, result in iterate_jobs(session.ct, session.jobs, session.config, options.device,
-                                              progress=progress, cancel=cancel, options=job_options):
+            for organ, result in iterate_jobs(session.ct, session.jobs, session.settings, progress=progress,
+                                              cancel=cancel):
                 nodes = self._on_round(organ, result)
                 if on_round is not None:
                     on_round(nodes)
@@ -124,6 +139,13 @@ class RunController:
             raise
 
     # ------------------------------------------------------------------ the shared steps
+    def _begin(self, input_node, options: RunOptions) -> RunSession:
+        """Check input, options and models, then open a session (it creates the run folder only)."""
+        ct = self.logic.validate_input(input_node, options.allow_non_ct)
+        options.run_settings()
+        jobs = self.logic.resolve_jobs(options.organs)
+        return RunSession(self.logic.context, input_node, ct, options, jobs)
+
     def _on_round(self, organ: str, result) -> RoundNodes:
         return self.session.add_round(organ, result)
 

@@ -1,5 +1,5 @@
 """Scene-node helpers shared by the run session and the Logic: removing what a run made (with display,
-storage and sequence proxy nodes, folder by folder), organ label values and terminology, the shared colour
+storage and sequence proxy nodes, folder by folder), terminology, the shared colour
 tables, and the subject-hierarchy folders of earlier runs. MRML only (no Qt)."""
 
 from __future__ import annotations
@@ -80,11 +80,6 @@ def remove_folder(scene, sh, folder_item: int) -> None:
     sh.RemoveItem(folder_item, False, False)
 
 
-def organ_label_value(organ: str) -> int:
-    """Label value of an organ in our labelmaps and colour table (1-based position in ORGANS)."""
-    return list(ORGANS).index(get_organ(organ).name) + 1
-
-
 def terminology_entry(organ: str) -> str:
     """Serialized Slicer terminology entry (SNOMED CT category and type) for an organ."""
     import slicer
@@ -107,7 +102,7 @@ def organ_color_table(scene) -> tuple[object, bool]:
     node.SetNumberOfColors(len(ORGANS) + 1)
     node.SetColor(0, "Background", 0.0, 0.0, 0.0, 0.0)
     for organ in ORGANS.values():
-        node.SetColor(organ_label_value(organ.name), organ.display_name, *organ.color, 1.0)
+        node.SetColor(organ.label_value, organ.display_name, *organ.color, 1.0)
     return node, True
 
 

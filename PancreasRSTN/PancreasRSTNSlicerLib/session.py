@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import SimpleITK as sitk
 
-from PancreasRSTNLib.app.background_run import Job
 from PancreasRSTNLib.errors import RSTNError
 from PancreasRSTNLib.organs import get_organ
 
+from .background_run import Job
 from .mrml_geometry import place_like, update_volume_node_from_image
 from .scene import SceneContext
 from .scene_nodes import (
@@ -25,7 +25,6 @@ from .scene_nodes import (
     RUN_ATTRIBUTE,
     next_run_number,
     organ_color_table,
-    organ_label_value,
     remove_browser,
     remove_folder,
     remove_node,
@@ -46,11 +45,20 @@ TABLE_COLUMNS = (("round", "vtkIntArray"), ("stage", "vtkStringArray"), ("dsc_to
 
 @dataclass
 class RoundNodes:
+    """One round's nodes, with the line the panel shows about it (so nobody reads it back out of the table)."""
+
     organ: str
     index: int
     stage: str
     labelmap: Any
     saliency: dict[str, list[Any]] = field(default_factory=dict)  # view -> 3 scalar volume nodes
+    summary: str = ""
+
+
+def round_summary(result: GridRound) -> str:
+    """One line about a round for the panel: its voxels on the input grid and its DSC to the previous round."""
+    dsc = "-" if result.dsc_to_previous is None else f"{result.dsc_to_previous:.4f}"
+    return f"Round {result.index} ({result.stage}): {result.voxel_count} voxels, DSC to previous {dsc}"
 
 
 @dataclass
@@ -67,7 +75,7 @@ class RunResult:
 
 
 class RunSession:
-    """One run on one input volume: created by ``PancreasRSTNLogic.begin_run`` after all checks passed."""
+    """One run on one input volume: opened by ``RunController`` after all checks passed."""
 
     def __init__(self, context: SceneContext, input_node, ct: CheckedCT, options, jobs: list[Job]) -> None:
         self.context = context
@@ -76,7 +84,7 @@ class RunSession:
         self.ct = ct  # the input, checked once for the whole run (every organ starts from it)
         self.options = options
         self.jobs = jobs
-        self.config = options.inference_config()
+        self.settings = options.run_settings()
         self.created: list[str] = []  # node IDs, removed on abort
         self.rounds: dict[str, list[RoundNodes]] = {}
         self.tables: dict[str, Any] = {}
@@ -184,11 +192,11 @@ class RunSession:
             raise RSTNError("This run is finished; start a new one.")
         display_name = get_organ(organ).display_name
         labelmap = self._volume("vtkMRMLLabelMapVolumeNode", f"{display_name} {EN_DASH} round {result.index}",
-                                result.mask_image(organ_label_value(organ)), np.uint8, role="round")
+                                result.mask_image(get_organ(organ).label_value), np.uint8, role="round")
         labelmap.GetDisplayNode().SetAndObserveColorNodeID(self._shared(organ_color_table).GetID())
         labelmap.SetAttribute("PancreasRSTN.Round", str(result.index))
         labelmap.SetAttribute("PancreasRSTN.Organ", organ)
-        nodes = RoundNodes(organ, result.index, result.stage, labelmap)
+        nodes = RoundNodes(organ, result.index, result.stage, labelmap, summary=round_summary(result))
         for view in result.saliency_views:
             nodes.saliency[view] = self._add_saliency(display_name, result, view)
         self._add_table_row(organ, result)
@@ -310,11 +318,11 @@ def arbitrate(finals: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> np.nda
     organ with the highest probability there (paper, section 5)."""
     organs = list(finals)
     if len(organs) == 1:  # nothing to arbitrate
-        return finals[organs[0]][0].astype(np.uint8) * np.uint8(organ_label_value(organs[0]))
+        return finals[organs[0]][0].astype(np.uint8) * np.uint8(get_organ(organs[0]).label_value)
     masks = np.stack([finals[o][0] for o in organs])
     probs = np.stack([np.where(finals[o][0], finals[o][1], -np.inf) for o in organs])
     winner = np.argmax(probs, axis=0)
-    labels = np.array([organ_label_value(o) for o in organs], dtype=np.uint8)
+    labels = np.array([get_organ(o).label_value for o in organs], dtype=np.uint8)
     return np.where(masks.any(axis=0), labels[winner], 0).astype(np.uint8)
 
 
@@ -332,7 +340,7 @@ def fill_segmentation(scene, seg, label_array: np.ndarray, geometry: CanonicalGe
         segmentation = seg.GetSegmentation()
         for organ in organs:
             o = get_organ(organ)
-            value = organ_label_value(organ)
+            value = get_organ(organ).label_value
             single = sitk.Cast(image == value, sitk.sitkUInt8)
             update_volume_node_from_image(temp, single, np.uint8)
             before = set(segmentation.GetSegmentIDs())

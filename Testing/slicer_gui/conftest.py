@@ -3,8 +3,7 @@
 The folder is not named ``slicer``: the slicer-core package extends its ``__path__`` with every ``slicer`` folder
 on sys.path. The PythonQt-like layer, the CTK/qMRML widget stand-ins and the application stand-ins live next to
 this file; they are installed as the modules ``qt``, ``ctk``, ``slicer.ScriptedLoadableModule`` and
-``slicer.parameterNodeWrapper`` only while this suite runs, and the module is imported afresh for it (the Logic
-suite checks that ``PancreasRSTN`` imports without Qt).
+``slicer.parameterNodeWrapper`` only while this suite runs, and the module is imported afresh for it.
 """
 
 from __future__ import annotations

@@ -179,6 +179,7 @@ def parameterNodeWrapper(cls):  # noqa: N802, C901 - Slicer API name; C901 count
     Wrapped.__name__ = cls.__name__
     Wrapped.__qualname__ = cls.__qualname__
     Wrapped.fields = fields
+    Wrapped.__module__, Wrapped.__qualname__ = cls.__module__, cls.__qualname__  # as Slicer's wrapper keeps them
     return Wrapped
 
 

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from PySide6 import QtCore, QtGui
 
 from gui_helpers import tiny_package
+from PancreasRSTNSlicerLib.scene_nodes import organ_color_table
 from pythonqt import DesktopServices, FileDialogAnswers, unwrap
 
 EN_DASH = "\u2013"
@@ -55,7 +56,7 @@ def _segment(panel, qtbot, volume, rounds: int = 2, wait: bool = True) -> None:
     panel.ui.maxRoundsSpinBox.value = rounds
     _click(qtbot, panel.ui.segmentButton)
     if wait:
-        qtbot.waitUntil(lambda: not panel.runs.running, timeout=120_000)
+        qtbot.waitUntil(lambda: not panel.segment.runs.running, timeout=120_000)
 
 
 def _composite(scene, attribute: str) -> set[str]:
@@ -107,17 +108,17 @@ def test_segment_shows_every_round_as_it_arrives(panel, scene, qtbot, always_on)
     maxima: list[int] = []
     unwrap(panel.ui.roundSlider).rangeChanged.connect(lambda lo, hi: maxima.append(hi))
     _segment(panel, qtbot, volume, rounds=3)
-    names = [n.labelmap.GetName() for n in panel._rounds]
+    names = [n.labelmap.GetName() for n in panel.segment.rounds]
     assert names == [f"Pancreas {EN_DASH} round {k}" for k in range(len(names))] and len(names) >= 2
     assert maxima == list(range(1, len(names)))  # the slider grew one round at a time
     assert panel.ui.statusLabel.text.startswith("Done in") and panel.ui.progressBar.value == 1000
-    seg = panel._result.segmentation
+    seg = panel.segment.result.segmentation
     assert (seg.GetSegmentation().GetNumberOfSegments() == 1
             and "15776009" in seg.GetSegmentation().GetNthSegment(0).GetTerminology())
     assert np.array_equal(sitk_array(volume), before)  # the input is never modified
     assert panel.ui.segmentButton.enabled and not panel.ui.cancelButton.enabled
-    assert panel.logic.round_summary(panel._rounds[-1], panel.runs.session.tables["pancreas"]).startswith(
-        f"Round {len(names) - 1} (fine)")
+    assert panel.segment.rounds[-1].summary.startswith(f"Round {len(names) - 1} (fine)")
+    assert panel.ui.roundLabel.text == panel.segment.rounds[-1].summary
 
 
 def test_a_package_with_a_refiner_shows_the_refinement_as_one_more_round(panel, scene, qtbot, always_on):
@@ -127,12 +128,11 @@ def test_a_package_with_a_refiner_shows_the_refinement_as_one_more_round(panel, 
     tiny_package(always_on / "tiny-pancreas", always_on=True, refiner=True)
     volume = _ct(scene)
     _segment(panel, qtbot, volume, rounds=2)
-    names = [n.labelmap.GetName() for n in panel._rounds]
-    stages = [n.stage for n in panel._rounds]
+    names = [n.labelmap.GetName() for n in panel.segment.rounds]
+    stages = [n.stage for n in panel.segment.rounds]
     assert stages[0] == "coarse" and stages[-1] == "refine" and set(stages[1:-1]) == {"fine"}, stages
     assert panel.ui.roundSlider.maximum == len(names) - 1
-    table = panel.runs.session.tables["pancreas"]
-    assert panel.logic.round_summary(panel._rounds[-1], table).startswith(f"Round {len(names) - 1} (refine)")
+    assert panel.segment.rounds[-1].summary.startswith(f"Round {len(names) - 1} (refine)")
     assert panel.ui.statusLabel.text.startswith("Done in")
 
 
@@ -145,7 +145,7 @@ def sitk_array(volume):
 def test_the_round_slider_and_every_saliency_overlay(panel, scene, qtbot, always_on):
     volume = _ct(scene)
     _segment(panel, qtbot, volume, rounds=2)
-    for k, nodes in enumerate(panel._rounds):
+    for k, nodes in enumerate(panel.segment.rounds):
         panel.ui.roundSlider.value = k
         assert _composite(scene.scene, "label") == {nodes.labelmap.GetID()}
         assert panel.ui.roundLabel.text.startswith(f"Round {k} ")
@@ -156,7 +156,7 @@ def test_the_round_slider_and_every_saliency_overlay(panel, scene, qtbot, always
         panel.ui.saliencyViewComboBox.currentIndex = "XYZ".index(view)
         for channel in range(3):
             panel.ui.saliencyChannelComboBox.currentIndex = channel
-            expected = panel._rounds[1].saliency[view][channel]
+            expected = panel.segment.rounds[1].saliency[view][channel]
             assert _composite(scene.scene, "foreground") == {expected.GetID()}
             shown.add(expected.GetID())
     assert len(shown) == 9
@@ -172,7 +172,7 @@ def test_show_plot_puts_the_dsc_chart_in_the_layout(panel, scene, qtbot, always_
     _segment(panel, qtbot, volume, rounds=2)
     _click(qtbot, panel.ui.showPlotButton)
     selection = scene.app_logic.GetSelectionNode()
-    assert selection.GetActivePlotChartID() == panel._result.chart.GetID()
+    assert selection.GetActivePlotChartID() == panel.segment.result.chart.GetID()
 
 
 def test_cancel_leaves_nothing_in_the_scene(panel, scene, qtbot, always_on):
@@ -181,10 +181,10 @@ def test_cancel_leaves_nothing_in_the_scene(panel, scene, qtbot, always_on):
     _segment(panel, qtbot, volume, rounds=10, wait=False)
     assert panel.ui.cancelButton.enabled and not panel.ui.segmentButton.enabled
     _click(qtbot, panel.ui.cancelButton)
-    qtbot.waitUntil(lambda: not panel.runs.running, timeout=120_000)
+    qtbot.waitUntil(lambda: not panel.segment.runs.running, timeout=120_000)
     assert panel.ui.statusLabel.text == "Cancelled: nothing was added to the scene."
-    assert _nodes(scene.scene) - before <= {panel.logic.organ_color_table().GetID()} or _nodes(scene.scene) == before
-    assert panel._result is None and panel.ui.segmentButton.enabled
+    assert _nodes(scene.scene) - before <= {organ_color_table(scene.scene)[0].GetID()} or _nodes(scene.scene) == before
+    assert panel.segment.result is None and panel.ui.segmentButton.enabled
 
 
 def test_a_bad_input_shows_the_error_and_changes_nothing(panel, scene, qtbot, caplog):
@@ -214,7 +214,7 @@ def test_the_out_of_memory_fallback_offers_the_cpu_and_runs_again(panel, scene, 
     calls = []
 
     def flaky(*args, **kwargs):
-        calls.append(kwargs.get("device"))
+        calls.append(args[2].device)  # the run's settings record
         if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
@@ -225,20 +225,21 @@ def test_the_out_of_memory_fallback_offers_the_cpu_and_runs_again(panel, scene, 
     panel.ui.deviceComboBox.currentIndex = unwrap(panel.ui.deviceComboBox).findText("Auto")
     volume = _ct(scene)
     _segment(panel, qtbot, volume)
-    qtbot.waitUntil(lambda: not panel.runs.running and panel._result is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: not panel.segment.runs.running and panel.segment.result is not None, timeout=120_000)
     assert asked == ["Switch the device to CPU and try again?"]
     assert calls == ["auto", "cpu"] and panel.ui.deviceComboBox.currentText == "CPU"
-    assert panel._result.segmentation is not None
+    assert panel.segment.result.segmentation is not None
 
 
 def test_scene_close_stops_the_run_and_resets_the_panel(panel, scene, qtbot, always_on):
     volume = _ct(scene, size=(96, 96, 48))
     _segment(panel, qtbot, volume, rounds=10, wait=False)
     scene.scene.Clear(False)  # File > Close scene: the parameter node (a singleton) is reset, not replaced
-    qtbot.waitUntil(lambda: not panel.runs.running, timeout=120_000)
+    qtbot.waitUntil(lambda: not panel.segment.runs.running, timeout=120_000)
     assert panel._parameterNode is not None and panel._parameterNode.inputVolume is None
     assert panel._parameterNode.maxRounds == 10 and panel.ui.maxRoundsSpinBox.value == 10  # defaults again
-    assert not panel.ui.segmentButton.enabled and panel.runs.session is None or panel.runs.session.closed
+    runs = panel.segment.runs
+    assert not panel.ui.segmentButton.enabled and runs.session is None or runs.session.closed
 
 
 # ---------------------------------------------------------------------------------------------- exports

@@ -17,11 +17,11 @@ from PancreasRSTNLib.errors import (
     OutputExistsError,
     RunCancelled,
 )
+from PancreasRSTNLib.organs import get_organ
 from PancreasRSTNSlicerLib.logic import (
     INPUT_ATTRIBUTE,
-    PancreasRSTNLogic,
     RunOptions,
-    organ_label_value,
+    SceneLogic,
 )
 from PancreasRSTNSlicerLib.mrml_geometry import (
     ijk_to_ras_array,
@@ -29,6 +29,9 @@ from PancreasRSTNSlicerLib.mrml_geometry import (
     same_grid,
     volume_node_to_image,
 )
+from PancreasRSTNSlicerLib.run_controller import RunController
+from PancreasRSTNSlicerLib.scene_nodes import run_folders, viridis_color_node
+from PancreasRSTNSlicerLib.session import arbitrate
 from slicer_helpers import ORIENTATIONS, add_volume_from_image, ijk_to_ras
 
 FAST = {"max_iter": 2, "device": "cpu", "postprocess": False}
@@ -67,27 +70,27 @@ def _ct_node(ctx, phantom_image, orientation="lps_file", name="CT"):
 @pytest.mark.parametrize("orientation", ["lps_file", "oblique", "permuted"])
 def test_rounds_on_exact_input_grid(ctx, models_root, phantom_image, orientation):
     """Every round's labelmap is on the input grid, and equals the core's result voxel for voxel."""
-    from PancreasRSTNLib.app.background_run import Job, iterate_jobs
-    from PancreasRSTNLib.engine.inference import InferenceConfig
+    from PancreasRSTNLib.engine.config import InferenceConfig, RunSettings
+    from PancreasRSTNSlicerLib.background_run import Job, iterate_jobs
 
     node = _ct_node(ctx, phantom_image, orientation)
     before = np.array(node_array_view(node))
-    logic = PancreasRSTNLogic(ctx, models_root)
+    logic = SceneLogic(ctx, models_root)
     rounds = []
-    result = logic.run(node, RunOptions(**FAST), on_round=rounds.append)
+    result = RunController(logic).run(node, RunOptions(**FAST), on_round=rounds.append)
     np.testing.assert_array_equal(node_array_view(node), before)  # input untouched
     assert len(rounds) >= 2 and rounds[0].stage == "coarse"
     # the same run straight through the core, on the image of the node
-    config = InferenceConfig(max_iter=2, postprocess=False)
+    settings = RunSettings(InferenceConfig(max_iter=2, postprocess=False), device="cpu")
     core = [r for _, r in iterate_jobs(volume_node_to_image(node), [Job("pancreas", models_root / "tiny-pancreas")],
-                                       config, "cpu")]
+                                       settings)]
     assert len(core) == len(rounds)
     for nodes, core_round in zip(rounds, core, strict=True):
         assert same_grid(nodes.labelmap, node)
         expected = sitk.GetArrayFromImage(core_round.mask_image())
         got = np.array(node_array_view(nodes.labelmap))
         np.testing.assert_array_equal(got > 0, expected > 0)
-        assert set(np.unique(got)) <= {0, organ_label_value("pancreas")}
+        assert set(np.unique(got)) <= {0, get_organ("pancreas").label_value}
         for view, channels in nodes.saliency.items():  # saliency maps: same voxels as the core's
             for sal, core_image in zip(channels, core_round.saliency_images(view), strict=True):
                 np.testing.assert_array_equal(node_array_view(sal), sitk.GetArrayFromImage(core_image))
@@ -97,9 +100,9 @@ def test_rounds_on_exact_input_grid(ctx, models_root, phantom_image, orientation
 
 def test_names_table_plot_sequence_and_saliency(ctx, models_root, phantom_image):
     node = _ct_node(ctx, phantom_image)
-    logic = PancreasRSTNLogic(ctx, models_root)
+    logic = SceneLogic(ctx, models_root)
     rounds = []
-    result = logic.run(node, RunOptions(**FAST), on_round=rounds.append)
+    result = RunController(logic).run(node, RunOptions(**FAST), on_round=rounds.append)
     n = len(rounds)
     assert [r.labelmap.GetName() for r in rounds] == [f"Pancreas \u2013 round {i}" for i in range(n)]
 
@@ -145,7 +148,7 @@ def test_names_table_plot_sequence_and_saliency(ctx, models_root, phantom_image)
 
 def test_viridis_matches_matplotlib(ctx):
     matplotlib = pytest.importorskip("matplotlib", reason="matplotlib gives the reference viridis")
-    node = PancreasRSTNLogic(ctx).viridis_color_node()
+    node = viridis_color_node(ctx.scene)[0]
     rgba = [0.0] * 4
     cmap = matplotlib.colormaps["viridis"]
     for i in (0, 37, 128, 200, 255):
@@ -163,7 +166,7 @@ def test_segmentation_terminology_colour_and_hierarchy(ctx, models_root, phantom
     patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient 1")
     study = sh.CreateStudyItem(patient, "Abdomen CT")
     sh.CreateItem(study, node)  # Slicer's SH plugins do this on load; slicer-core has none
-    result = PancreasRSTNLogic(ctx, models_root).run(node, RunOptions(**FAST))
+    result = RunController(SceneLogic(ctx, models_root)).run(node, RunOptions(**FAST))
 
     segmentation = result.segmentation.GetSegmentation()
     segment = segmentation.GetNthSegment(0)
@@ -191,22 +194,22 @@ def test_segmentation_terminology_colour_and_hierarchy(ctx, models_root, phantom
 
 def test_second_run_does_not_overwrite_and_replace_on_request(ctx, models_root, phantom_image):
     node = _ct_node(ctx, phantom_image)
-    logic = PancreasRSTNLogic(ctx, models_root)
-    first = logic.run(node, RunOptions(**FAST))
+    logic = SceneLogic(ctx, models_root)
+    first = RunController(logic).run(node, RunOptions(**FAST))
     first_ids = {first.segmentation.GetID(), *(r.labelmap.GetID() for r in first.rounds["pancreas"])}
-    second = logic.run(node, RunOptions(**FAST))
+    second = RunController(logic).run(node, RunOptions(**FAST))
     assert second.folder_item != first.folder_item
     assert "run 2" in second.segmentation.GetName() and "run 1" in first.segmentation.GetName()
     assert all(ctx.scene.GetNodeByID(i) is not None for i in first_ids)  # first run intact
-    assert len(logic.run_folders(node)) == 2
-    third = logic.run(node, RunOptions(replace_previous=True, **FAST))
-    assert logic.run_folders(node) == [third.folder_item]
+    assert len(run_folders(ctx.sh_node, node)) == 2
+    third = RunController(logic).run(node, RunOptions(replace_previous=True, **FAST))
+    assert run_folders(ctx.sh_node, node) == [third.folder_item]
     assert all(ctx.scene.GetNodeByID(i) is None for i in first_ids)
 
 
 def test_keep_only_final(ctx, models_root, phantom_image):
     node = _ct_node(ctx, phantom_image)
-    result = PancreasRSTNLogic(ctx, models_root).run(node, RunOptions(keep_only_final=True, **FAST))
+    result = RunController(SceneLogic(ctx, models_root)).run(node, RunOptions(keep_only_final=True, **FAST))
     assert ctx.scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode") == 0
     assert ctx.scene.GetNumberOfNodesByClass("vtkMRMLSequenceNode") == 0
     scalar_names = [ctx.scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName()
@@ -221,14 +224,14 @@ def test_several_organs_highest_probability_wins(ctx, models_root, phantom_image
     b_mask = np.array([[[0, 1, 1, 0]]], bool)
     a_prob = np.array([[[0.9, 0.6, 0.1, 0.0]]], np.float32)
     b_prob = np.array([[[0.2, 0.7, 0.8, 0.0]]], np.float32)
-    labels = PancreasRSTNLogic.arbitrate({"pancreas": (a_mask, a_prob), "spleen": (b_mask, b_prob)})
-    p, s = organ_label_value("pancreas"), organ_label_value("spleen")
+    labels = arbitrate({"pancreas": (a_mask, a_prob), "spleen": (b_mask, b_prob)})
+    p, s = get_organ("pancreas").label_value, get_organ("spleen").label_value
     assert labels.tolist() == [[[p, s, s, 0]]]
     # one organ: its mask alone decides, no probability needed
-    assert PancreasRSTNLogic.arbitrate({"spleen": (b_mask, None)}).tolist() == [[[0, s, s, 0]]]
+    assert arbitrate({"spleen": (b_mask, None)}).tolist() == [[[0, s, s, 0]]]
 
     node = _ct_node(ctx, phantom_image)
-    result = PancreasRSTNLogic(ctx, models_root).run(node, RunOptions(organs=["pancreas", "spleen"], **FAST))
+    result = RunController(SceneLogic(ctx, models_root)).run(node, RunOptions(organs=["pancreas", "spleen"], **FAST))
     segmentation = result.segmentation.GetSegmentation()
     names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
     assert names == ["Pancreas", "Spleen"]
@@ -243,47 +246,47 @@ def test_several_organs_highest_probability_wins(ctx, models_root, phantom_image
 def _assert_refused(ctx, logic, node, options, error, match):
     state = _scene_state(ctx)
     with pytest.raises(error, match=match):
-        logic.run(node, options)
+        RunController(logic).run(node, options)
     assert _scene_state(ctx) == state
 
 
 def test_no_volume(ctx, models_root):
-    _assert_refused(ctx, PancreasRSTNLogic(ctx, models_root), None, RunOptions(**FAST), InputImageError,
+    _assert_refused(ctx, SceneLogic(ctx, models_root), None, RunOptions(**FAST), InputImageError,
                     "No input volume")
 
 
 def test_labelmap_as_input(ctx, models_root, phantom_image):
     label = add_volume_from_image(ctx.scene, phantom_image, "labels", class_name="vtkMRMLLabelMapVolumeNode")
-    _assert_refused(ctx, PancreasRSTNLogic(ctx, models_root), label, RunOptions(**FAST), InputImageError, "labelmap")
+    _assert_refused(ctx, SceneLogic(ctx, models_root), label, RunOptions(**FAST), InputImageError, "labelmap")
 
 
 def test_2d_image(ctx, models_root, phantom_image):
     one_slice = phantom_image[:, :, 5:6]
     node = add_volume_from_image(ctx.scene, one_slice, "slice")
-    _assert_refused(ctx, PancreasRSTNLogic(ctx, models_root), node, RunOptions(**FAST), InputImageError, "2-D")
+    _assert_refused(ctx, SceneLogic(ctx, models_root), node, RunOptions(**FAST), InputImageError, "2-D")
 
 
 def test_not_ct(ctx, models_root):
     mr_like = sitk.GetImageFromArray(np.random.default_rng(0).uniform(0, 1, (8, 9, 10)).astype(np.float32))
     node = add_volume_from_image(ctx.scene, mr_like, "MR")
-    _assert_refused(ctx, PancreasRSTNLogic(ctx, models_root), node, RunOptions(**FAST), InputImageError, "Hounsfield")
+    _assert_refused(ctx, SceneLogic(ctx, models_root), node, RunOptions(**FAST), InputImageError, "Hounsfield")
 
 
 def test_missing_model_for_organ(ctx, models_root, phantom_image, monkeypatch):
     monkeypatch.setattr("PancreasRSTNLib.io.user_models.bundled_models_dirs", lambda: [])
     node = _ct_node(ctx, phantom_image)
-    _assert_refused(ctx, PancreasRSTNLogic(ctx, models_root), node, RunOptions(organs=["liver"], **FAST),
+    _assert_refused(ctx, SceneLogic(ctx, models_root), node, RunOptions(organs=["liver"], **FAST),
                     ModelPackageError, "No model is installed for organ 'liver'")
 
 
 def test_cancelled_run_leaves_nothing(ctx, models_root, phantom_image):
     node = _ct_node(ctx, phantom_image)
-    logic = PancreasRSTNLogic(ctx, models_root)
+    logic = SceneLogic(ctx, models_root)
     state = _scene_state(ctx)
     seen = []
     # cancel once the coarse round has been turned into nodes: those must disappear again
     with pytest.raises(RunCancelled):
-        logic.run(node, RunOptions(**FAST), cancel=lambda: bool(seen), on_round=seen.append)
+        RunController(logic).run(node, RunOptions(**FAST), cancel=lambda: bool(seen), on_round=seen.append)
     assert seen and seen[0].labelmap.GetScene() is None
     assert _scene_state(ctx) == state
 
@@ -306,11 +309,11 @@ def test_out_of_memory_message(ctx, models_root, phantom_image, tmp_path):
     root = tmp_path / "models"
     save_model_package(root / "oom", {v: RSTN(RSTNConfig(backbone="oom_test")) for v in "XYZ"},
                        default_metadata("oom", "pancreas"))
-    logic = PancreasRSTNLogic(ctx, root)
+    logic = SceneLogic(ctx, root)
     node = _ct_node(ctx, phantom_image)
     state = _scene_state(ctx)
     with pytest.raises((torch.OutOfMemoryError, DeviceOutOfMemoryError)) as info:
-        logic.run(node, RunOptions(**FAST))
+        RunController(logic).run(node, RunOptions(**FAST))
     message, kind = logic.error_message(info.value)
     assert kind == "out_of_memory" and "CPU" in message
     assert _scene_state(ctx) == state
@@ -319,8 +322,8 @@ def test_out_of_memory_message(ctx, models_root, phantom_image, tmp_path):
 # ---------------------------------------------------------------- export
 def test_export_nifti_and_seg_nrrd(ctx, models_root, phantom_image, tmp_path):
     node = _ct_node(ctx, phantom_image, "oblique")
-    logic = PancreasRSTNLogic(ctx, models_root)
-    result = logic.run(node, RunOptions(**FAST))
+    logic = SceneLogic(ctx, models_root)
+    result = RunController(logic).run(node, RunOptions(**FAST))
     nii = logic.export_segmentation(result.segmentation, tmp_path / "pancreas.nii.gz", node)
     image = sitk.ReadImage(str(nii))
     expected = volume_node_to_image(result.rounds["pancreas"][-1].labelmap)
@@ -333,12 +336,20 @@ def test_export_nifti_and_seg_nrrd(ctx, models_root, phantom_image, tmp_path):
         logic.export_segmentation(result.segmentation, nii, node)
 
 
-def test_module_file_imports_without_qt(ctx, models_root, phantom_image):
-    """PancreasRSTN.py imports with slicer-core (no Qt) and its Logic works there."""
-    import PancreasRSTN
+def test_the_controller_runs_any_logic_that_answers_run_logic(ctx, models_root, phantom_image):
+    """RunController asks the Logic only what ``RunLogic`` declares, so a stand-in Logic needs no test hooks in
+    production code: here every organ is segmented by the tiny pancreas model."""
+    from PancreasRSTNSlicerLib.background_run import Job
 
-    assert not PancreasRSTN.HAS_GUI
-    logic = PancreasRSTN.PancreasRSTNLogic(ctx, models_root)
+    real = SceneLogic(ctx, models_root)
+
+    class OneModelLogic:
+        context = ctx
+        validate_input = staticmethod(real.validate_input)
+
+        def resolve_jobs(self, organs):
+            return [Job(organ, models_root / "tiny-pancreas") for organ in organs]
+
     node = _ct_node(ctx, phantom_image)
-    result = logic.run(node, RunOptions(max_iter=2, device="cpu"))  # default post-processing on
-    assert result.segmentation.GetSegmentation().GetNumberOfSegments() == 1
+    result = RunController(OneModelLogic()).run(node, RunOptions(organs=["spleen"], **FAST))
+    assert list(result.rounds) == ["spleen"] and result.rounds["spleen"][0].labelmap.GetName().startswith("Spleen")

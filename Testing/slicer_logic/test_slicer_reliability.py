@@ -12,7 +12,8 @@ import SimpleITK as sitk
 from helpers import demo_model_dir
 from PancreasRSTNLib.errors import ModelPackageError, OutputPathError
 from PancreasRSTNSlicerLib import model_manager
-from PancreasRSTNSlicerLib.logic import PancreasRSTNLogic, RunOptions
+from PancreasRSTNSlicerLib.logic import RunOptions, SceneLogic
+from PancreasRSTNSlicerLib.run_controller import RunController
 from slicer_helpers import add_volume_from_image
 
 FAST = {"max_iter": 1, "device": "cpu", "postprocess": False}
@@ -27,8 +28,8 @@ def run(ctx, models_root, phantom_image, tmp_path):
     storage = ctx.scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
     storage.SetFileName(str(ct_file))
     node.SetAndObserveStorageNodeID(storage.GetID())
-    logic = PancreasRSTNLogic(ctx, models_root)
-    return logic, logic.run(node, RunOptions(**FAST)), node, ct_file
+    logic = SceneLogic(ctx, models_root)
+    return logic, RunController(logic).run(node, RunOptions(**FAST)), node, ct_file
 
 
 def test_class1_the_export_never_writes_over_the_ct_it_was_made_from(run, tmp_path):

@@ -1,2 +1,2 @@
-"""The applications over the core: the ``pancreas-rstn`` command line and its commands, the demo, cohorts,
-progress reporting, and the background run the Slicer panel uses."""
+"""The applications over the core: the ``pancreas-rstn`` command line and its commands, the demo, cohorts and
+their throughput benchmark, and the round files."""

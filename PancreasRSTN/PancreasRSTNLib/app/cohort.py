@@ -37,15 +37,17 @@ from ..distributed import DistInfo, barrier
 from ..errors import InputImageError, RSTNError
 from ..io.dicom import is_dicom_file, series_note
 from ..io.outputs import VOLUME_SUFFIXES, OutputPlan, volume_suffix
+from ..organs import get_organ
 from .cohort_table import (
     TABLE_COLUMNS as TABLE_COLUMNS,  # re-exported: tests and scripts read the table by it
 )
 from .cohort_table import CaseRow, final_row, refuse_other_settings, save_row, write_table
+from .final_round import fine_rounds, refuse_empty
 
 if TYPE_CHECKING:  # torch-heavy: imported by the functions that run a case
-    from ..engine.inference import InferenceConfig
+    from ..engine.config import RunSettings
     from ..io.model_package import ModelPackage
-    from .progress import CohortProgress
+    from ..progress import CohortProgress
 
 @dataclass
 class CohortCase:
@@ -168,26 +170,23 @@ def _load(case: CohortCase, allow_non_ct: bool, allow_missing_slices: bool = Fal
 
 @dataclass(frozen=True)
 class CohortRunOptions:
-    """How every case of a cohort is run: the model and its settings, the device, the output format, and
-    whether finished cases are redone and the next case is read ahead."""
+    """How every case of a cohort is run: the model and the run's settings (``RunSettings``), the output format,
+    and whether finished cases are redone, the next case is read ahead and missing DICOM slices are allowed."""
 
     package: ModelPackage
-    config: InferenceConfig
-    device: str = "auto"
+    run: RunSettings
     overwrite: bool = False
-    resample: bool = True
-    allow_non_ct: bool = False
     suffix: str = ".nii.gz"  # the output format: one of VOLUME_SUFFIXES
     prefetch: bool = True
     allow_missing_slices: bool = False
 
     def settings(self) -> dict:
         """The choices that change a case's result, as each row records them (the model is ``model_id``)."""
-        c = self.config
+        c = self.run.config
         return {"model": str(self.package.metadata.get("name")), "thr": c.thr, "max_iter": c.max_iter,
                 "prob_threshold": c.prob_threshold, "margin": c.margin, "views": "".join(c.views),
                 "postprocess": c.postprocess, "precision": c.precision, "crop_bucket": c.crop_bucket,
-                "coarse_downsample": c.coarse_downsample, "resample": self.resample}
+                "coarse_downsample": c.coarse_downsample, "resample": self.run.resample}
 
 
 @dataclass
@@ -202,7 +201,7 @@ class _Prefetcher:
 
     def __init__(self, cases: list[CohortCase], options: CohortRunOptions) -> None:
         self.cases = cases
-        self.flags = (options.allow_non_ct, options.allow_missing_slices)
+        self.flags = (options.run.allow_non_ct, options.allow_missing_slices)
         self.executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="cohort-read") if options.prefetch
                          else None)
         self.pending: dict[int, Future] = {}
@@ -238,11 +237,12 @@ def run_cohort(cases: list[CohortCase], out: Path, options: CohortRunOptions, di
     refuse_other_settings(out, [c.name for c in cases if c not in todo], package_id(options.package.metadata),
                           options.settings())
     mine = todo[dist_info.rank::dist_info.world]
-    dev = pick_device(options.device, dist_info)
+    dev = pick_device(options.run.device, dist_info)
     # once per rank: on this rank's device, BatchNorm folded, so that no case copies the model again
     models = {v: prepare_for_inference(m, dev) for v, m in options.package.models.items()}
     package = replace(options.package, models=models)
-    rank_options = replace(options, package=package, device=str(dev))  # what each case of this rank runs with
+    # what each case of this rank runs with
+    rank_options = replace(options, package=package, run=replace(options.run, device=str(dev)))
     started = time.perf_counter()
     rows: list[CaseRow] = []
     reader = _Prefetcher(mine, options)
@@ -288,24 +288,20 @@ def _segment_case(case: CohortCase, i: int, reader: _Prefetcher, target: Path, o
         (hu, geometry), read_warnings = reader.get(i)
         row.warnings += [w for w in read_warnings if w not in row.warnings]
         history, last = [], None
-        for r in segment_canonical(hu, geometry.canonical_spacing, package, options.config, device=options.device,
-                                   resample=options.resample, geometry=geometry,
+        for r in segment_canonical(hu, geometry.canonical_spacing, package, options.run, geometry=geometry,
                                    progress=None if progress is None else progress.case_update):
             if r.dsc_to_previous is not None:
                 history.append(round(float(r.dsc_to_previous), 5))
             last = r
         del hu
-        label_value = int(package.metadata["organ"].get("label_value", 1))
+        refuse_empty(last, package, f"case {case.name} ({case.input})")
         plan = OutputPlan(overwrite=True)
         plan.file(target, f"Case {case.name}'s output")
         with plan:  # published whole, or not at all
-            plan.write(target, last.mask_image(label_value))
+            plan.write(target, last.mask_image(get_organ(package.organ).label_value))
         row.status, row.output, row.device = "done", str(target), last.device
-        fine_rounds = last.index - (last.stage == "refine")  # Cai et al.: round 0 is the CNN, 1 the refiner
-        row.volume_ml, row.fine_rounds, row.stop_reason = round(last.volume_ml, 3), fine_rounds, last.stop_reason
+        row.volume_ml, row.fine_rounds, row.stop_reason = round(last.volume_ml, 3), fine_rounds(last), last.stop_reason
         row.dsc_history = history
-        if last.voxel_count == 0:
-            row.warnings.append("empty prediction: no organ found (an empty mask was written)")
     except CASE_ERRORS as exc:
         text = str(exc).strip()
         row.error = text.splitlines()[0] if text else type(exc).__name__

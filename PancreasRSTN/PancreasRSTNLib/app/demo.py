@@ -23,14 +23,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
+from ..engine.config import RunSettings
 from ..engine.inference import InferenceConfig
 from ..errors import ModelPackageError, OutputExistsError
-from ..evaluation.metrics import dice
 from ..io.geometry import to_canonical
 from ..io.model_package import load_model_package
 from ..io.outputs import json_text, write_text, write_volume
+from ..organs import get_organ
+from ..overlap import dice
 from ..phantom import make_phantom
-from .progress import Mode, Progress
+from ..progress import Mode, Progress
 
 if TYPE_CHECKING:
     from ..engine.segmentation import GridRound
@@ -186,15 +188,18 @@ def run_demo(out_dir: str | Path, *, phantom: bool = False, seed: int = DEFAULT_
         result = DemoResult(input=description, model=str(model_path), seed=seed if phantom else None)
         config = InferenceConfig(thr=thr, max_iter=max_iter, views=tuple(package.models), precision="fp32")
         rounds = []
+        label_value = get_organ(package.organ).label_value  # the one rule (organs.py)
         bar = Progress(progress if progress == "bar" else "quiet")
         with bar:
-            _rounds(segment_image(image, package, config, device=device, resample=resample, progress=bar.update),
-                    rounds, truth, result, staging, (lambda m: bar.line(m, sys.stdout)) if progress == "bar" else echo)
+            settings = RunSettings(config, device=device, resample=resample)
+            _rounds(segment_image(image, package, settings, progress=bar.update),
+                    rounds, truth, result, staging / "rounds", label_value,
+                    (lambda m: bar.line(m, sys.stdout)) if progress == "bar" else echo)
         if not rounds:
             raise ModelPackageError("The engine returned no rounds; the model package may be broken.")
         last = rounds[-1]
         result.stop_reason = last.stop_reason
-        write_volume(last.mask_image(), staging / "segmentation.nii.gz")
+        write_volume(last.mask_image(label_value), staging / "segmentation.nii.gz")
         save_round_figure(ct_canonical, truth, rounds, result.dsc, staging / "demo_rounds.png")
         result.seconds = round(time.perf_counter() - t0, 2)
         summary = {"input": description, "model": meta.get("name"), "model_path": str(model_path),
@@ -218,10 +223,10 @@ def _silent(_message: str) -> None:
     return None
 
 
-def _rounds(stream: Iterable[GridRound], rounds: list[GridRound], truth: np.ndarray, result: DemoResult,
-            staging: Path, echo: Callable[[str], None]) -> None:
+def _rounds(stream: Iterable[GridRound], rounds: list[GridRound], truth: np.ndarray, result: DemoResult,  # noqa: PLR0913
+            folder: Path, label_value: int, echo: Callable[[str], None]) -> None:
     """Score, report and write every round as it arrives."""
-    from ..io.round_files import save_round
+    from .round_files import save_round
 
     for r in stream:
         if r.index == 0 and r.mapping.resampling is not None:
@@ -234,7 +239,7 @@ def _rounds(stream: Iterable[GridRound], rounds: list[GridRound], truth: np.ndar
         inter = "" if r.dsc_to_previous is None else f", DSC to previous round {r.dsc_to_previous:.4f}"
         echo(f"round {r.index} ({name}): DSC vs reference {d:.4f}{inter}, {r.volume_ml:.1f} ml, "
              f"{sum(r.seconds.values()):.1f} s")
-        save_round(r, staging / "rounds", overwrite=True)
+        save_round(r, folder, label_value, overwrite=True)
         rounds.append(r)
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..evaluation.metrics import dice
+from ..models.intensity import DEFAULT_WINDOW, HUWindow
 from ..models.model import RSTN
+from ..overlap import dice
 from ..views import VIEW_AXES
 from .boxes import bounding_box
-from .intensity import DEFAULT_WINDOW, HUWindow
 from .postprocess import keep_large_components
 from .results import RoundResult
 from .triplets import triplet_indices

@@ -19,14 +19,14 @@ import torch
 
 from ..devices import device_description, resolve_device
 from ..errors import InputImageError, RSTNError, RunCancelled
-from ..evaluation.metrics import dice
 from ..models.cai_system import CaiCNN
 from ..models.clstm import SliceRefiner, refine_canonical
+from ..models.intensity import DEFAULT_WINDOW, HUWindow
+from ..overlap import dice
 from .batching import autocast, compute_dtype, triplets_per_batch
 from .c2f_inference import view_probability
 from .config import CancelCallback, InferenceConfig, ProgressCallback
 from .inference import prepare_for_inference
-from .intensity import DEFAULT_WINDOW, HUWindow
 from .postprocess import keep_large_components
 from .results import RoundResult
 

@@ -1,4 +1,5 @@
-"""What a run is asked to do (``InferenceConfig``) and the callbacks it reports through.
+"""What a run is asked to do (``InferenceConfig``; ``RunSettings``, the one record every surface builds) and the
+callbacks it reports through.
 
 The config holds production settings only: what a user may choose in the CLI or the Slicer panel. Evaluation's
 oracle crops are an argument of ``RSTNEngine.run``, not a setting."""
@@ -6,7 +7,7 @@ oracle crops are an argument of ``RSTNEngine.run``, not a setting."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import OptionsError
 from ..views import VIEW_AXES
@@ -57,3 +58,15 @@ class InferenceConfig:
         for bad, problem, fix in problems:
             if bad:
                 raise OptionsError(f"{problem}. {fix}.", fix=f"{fix}.")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """One run's settings, the one record every surface builds (the command line, a cohort, the demo, the Slicer
+    panel) and ``segment_image`` takes whole: the engine's ``InferenceConfig`` plus the device, whether the CT is
+    resampled to the model's spacing (when they differ by more than 10 %), and whether a non-CT image is allowed."""
+
+    config: InferenceConfig = field(default_factory=InferenceConfig)
+    device: str = "auto"
+    resample: bool = True
+    allow_non_ct: bool = False

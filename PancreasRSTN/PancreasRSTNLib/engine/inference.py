@@ -28,9 +28,10 @@ import torch
 
 from ..devices import device_description, resolve_device
 from ..errors import InputImageError, ModelPackageError, RunCancelled
-from ..evaluation.metrics import dice
 from ..models.backbones import fold_batch_norms
+from ..models.intensity import DEFAULT_WINDOW, HUWindow
 from ..models.model import RSTN
+from ..overlap import dice
 from ..views import VIEW_AXES
 from .batching import (
     AUTOTUNE_MAX_SHAPES,
@@ -43,7 +44,6 @@ from .batching import (
 from .boxes import TripletBoxes, boxes_from_projections, mask_projections, view_projections
 from .config import CancelCallback, InferenceConfig, ProgressCallback
 from .fine_crops import CropBatch, CropPlan, SaliencyBox
-from .intensity import DEFAULT_WINDOW, HUWindow
 from .postprocess import keep_large_components
 from .results import RoundResult, SaliencyMaps
 from .triplets import accumulate_crops, accumulate_whole_slices, slice_weights, triplet_indices

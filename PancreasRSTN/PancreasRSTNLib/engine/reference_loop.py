@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..evaluation.metrics import dice
+from ..models.intensity import DEFAULT_WINDOW, HUWindow
 from ..models.model import RSTN
+from ..overlap import dice
 from ..views import VIEW_AXES
-from .intensity import DEFAULT_WINDOW, HUWindow
 from .postprocess import keep_large_components
 
 #: (centre slice j, its triplet's slice indices) -> the triplet's (3, H, W) probabilities, or None (skipped)

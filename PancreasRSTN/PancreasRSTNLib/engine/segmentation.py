@@ -27,8 +27,10 @@ from ..io.geometry import (
 )
 from ..io.model_package import ModelPackage
 from ..io.volume_io import validate_ct
+from ..models.clstm import SliceRefiner
+from ..models.intensity import HUWindow
 from .cai_inference import CaiEngine, RefinedEngine
-from .config import CancelCallback, InferenceConfig, ProgressCallback
+from .config import CancelCallback, InferenceConfig, ProgressCallback, RunSettings
 from .inference import RSTNEngine
 from .resampling import Resampling, needs_resampling
 from .results import RoundResult
@@ -210,12 +212,20 @@ def check_rstn_package(package: ModelPackage) -> None:
 
 def build_engine(package: ModelPackage, config: InferenceConfig | None, device: str
                  ) -> RSTNEngine | CaiEngine | RefinedEngine:
-    """The engine a package runs with: RSTN's (followed by the package's refinement round when it carries a
-    refiner) or Cai et al.'s (CNN round, then refinement round)."""
-    if package.method == "cai":
-        return CaiEngine(package.models, package.refiner, config, device=device, window=package.window)
-    engine = RSTNEngine(package.models, config, device=device, window=package.window)
-    return engine if package.refiner is None else RefinedEngine(engine, package.refiner)
+    """The engine a package runs with (``choose_engine`` on the package's method, models and refiner)."""
+    return choose_engine(package.method, package.models, package.refiner, config, device, package.window)
+
+
+def choose_engine(method: str, models: dict, refiner: SliceRefiner | None, config: InferenceConfig | None,
+                  device: str, window: HUWindow, *, refine_last: bool = True
+                  ) -> RSTNEngine | CaiEngine | RefinedEngine:
+    """The one choice of engine by method: Cai et al.'s (CNN round, then its refinement round) or RSTN's, followed
+    by the refiner's round when there is a refiner and ``refine_last`` (evaluation refines the stop round
+    itself)."""
+    if method == "cai":
+        return CaiEngine(models, refiner, config, device=device, window=window)
+    engine = RSTNEngine(models, config, device=device, window=window)
+    return engine if refiner is None or not refine_last else RefinedEngine(engine, refiner)
 
 
 def run_on_grid(
@@ -240,28 +250,27 @@ def segment_canonical(
     hu: np.ndarray,
     spacing: Sequence[float],
     package: ModelPackage,
-    config: InferenceConfig | None = None,
+    settings: RunSettings | None = None,
     *,
-    device: str = "auto",
     progress: ProgressCallback | None = None,
-    resample: bool = True,
     geometry: CanonicalGeometry | None = None,
 ) -> Iterator[GridRound]:
     """Every round of an RSTN package on a canonical HU volume of the given (canonical) spacing, resampled to
-    the model's spacing when they differ by more than 10 % on some axis (unless ``resample`` is False).
+    the model's spacing when they differ by more than 10 % on some axis (unless ``settings.resample`` is False).
 
     For callers that already hold the canonical array (the cohort reads the next case ahead); a checked image
     goes through ``segment_image``. A plain function that returns the generator, so that the package is checked
     at once and no frame but the generator's holds ``hu``."""
+    settings = settings or RunSettings()
     check_rstn_package(package)
-    return _segment(hu, GridMapping.for_input(hu.shape, spacing, package.spacing, resample=resample,
-                                              geometry=geometry), package, config, device, progress)
+    return _run_package(hu, GridMapping.for_input(hu.shape, spacing, package.spacing, resample=settings.resample,
+                                                  geometry=geometry), package, settings, progress)
 
 
-def _segment(hu: np.ndarray, mapping: GridMapping, package: ModelPackage, config: InferenceConfig | None,
-             device: str, progress: ProgressCallback | None, cancel: CancelCallback | None = None
-             ) -> Iterator[GridRound]:
-    return run_on_grid(build_engine(package, config, device), hu, mapping, progress=progress, cancel=cancel)
+def _run_package(hu: np.ndarray, mapping: GridMapping, package: ModelPackage, settings: RunSettings,
+                 progress: ProgressCallback | None, cancel: CancelCallback | None = None) -> Iterator[GridRound]:
+    engine = build_engine(package, settings.config, settings.device)
+    return run_on_grid(engine, hu, mapping, progress=progress, cancel=cancel)
 
 
 class CheckedCT(NamedTuple):
@@ -274,12 +283,7 @@ class CheckedCT(NamedTuple):
 
 def prepare_ct(image: sitk.Image, allow_non_ct: bool = False) -> CheckedCT:
     """Check that ``image`` is a 3-D CT in HU (before any work) and return it canonical, with its geometry: the
-    one place a run's input is validated."""
-    if image.GetDimension() != 3:
-        raise InputImageError(
-            f"The image is {image.GetDimension()}-D (size {'x'.join(map(str, image.GetSize()))}). RSTN needs a "
-            "3-D CT volume: load the whole series, not a single slice."
-        )
+    one place a run's input is validated (``validate_ct``: 3-D, HU, finite)."""
     validate_ct(image, allow_non_ct=allow_non_ct)
     return CheckedCT(*canonical_hu(image))
 
@@ -287,19 +291,19 @@ def prepare_ct(image: sitk.Image, allow_non_ct: bool = False) -> CheckedCT:
 def segment_image(
     image: sitk.Image | CheckedCT,
     package: ModelPackage,
-    config: InferenceConfig | None = None,
+    settings: RunSettings | None = None,
     *,
-    device: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
-    resample: bool = True,
 ) -> Iterator[GridRound]:
-    """The stream of every round of the RSTN run on ``image``, mapped back onto the input grid.
+    """The stream of every round of the RSTN run on ``image``, mapped back onto the input grid, as ``settings``
+    (the one record of a run's settings) ask.
 
-    ``image`` is a ``CheckedCT`` (``prepare_ct``: the caller chose ``allow_non_ct``), or an image checked here
-    as a CT in HU, at once, before any work."""
+    ``image`` is a ``CheckedCT`` (``prepare_ct``, already checked), or an image checked here as a CT in HU
+    (unless ``settings.allow_non_ct``), at once, before any work."""
+    settings = settings or RunSettings()
     check_rstn_package(package)
-    hu, geometry = image if isinstance(image, CheckedCT) else prepare_ct(image)
-    mapping = GridMapping.for_input(hu.shape, geometry.canonical_spacing, package.spacing, resample=resample,
-                                    geometry=geometry)
-    return _segment(hu, mapping, package, config, device, progress, cancel)
+    hu, geometry = image if isinstance(image, CheckedCT) else prepare_ct(image, settings.allow_non_ct)
+    mapping = GridMapping.for_input(hu.shape, geometry.canonical_spacing, package.spacing,
+                                    resample=settings.resample, geometry=geometry)
+    return _run_package(hu, mapping, package, settings, progress, cancel)

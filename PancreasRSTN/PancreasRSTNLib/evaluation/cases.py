@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -22,13 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..devices import resolve_device
-from ..engine.cai_inference import CaiEngine, refine_round
-from ..engine.inference import InferenceConfig, RSTNEngine
-from ..engine.intensity import DEFAULT_WINDOW, HUWindow
-from ..engine.segmentation import GridMapping, GridRound, run_on_grid
+from ..engine.cai_inference import refine_round
+from ..engine.inference import InferenceConfig
+from ..engine.segmentation import GridMapping, GridRound, choose_engine, run_on_grid
 from ..io.outputs import json_text, write_text
 from ..models.clstm import SliceRefiner
-from .metrics import METRICS, dice, segmentation_metrics
+from ..models.intensity import DEFAULT_WINDOW, HUWindow
+from .metrics import METRICS, dice, segmentation_metrics, summary_stats
 
 if TYPE_CHECKING:
     pass
@@ -122,10 +121,7 @@ def _engine_rounds(models: dict, case: EvalCase, config: InferenceConfig, s: Eva
     """RSTN's (or Cai et al.'s) rounds on the case, as ``segment`` runs them (resampled to the model's spacing when
     needed); ``oracle``: crop by this mask (the truth) instead of the previous round's (RSTN only)."""
     mapping = GridMapping.for_input(case.hu.shape, case.spacing, s.spacing, resample=s.resample)
-    if s.method == "cai":
-        engine = CaiEngine(models, s.refiner, config, device=s.device, window=s.window)
-    else:
-        engine = RSTNEngine(models, config, device=s.device, window=s.window)
+    engine = choose_engine(s.method, models, s.refiner, config, s.device, s.window, refine_last=False)
     return run_on_grid(engine, case.hu, mapping, progress=progress, oracle_mask=oracle)
 
 
@@ -198,34 +194,26 @@ def evaluate_case(models: dict, case: EvalCase, settings: EvalSettings | None = 
     return result
 
 
-def _stats(values: Sequence[float]) -> dict[str, float]:
-    v = np.asarray([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], dtype=float)
-    if v.size == 0:
-        return {"n": 0, "mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan"),
-                "median": float("nan")}
-    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max()), "median": float(np.median(v))}
-
-
 def summarize(results: Sequence[CaseResult], max_iter: int) -> dict:
     """Mean +- std, min, max (and median) of every figure over the cases, as in the paper's tables."""
-    summary: dict = {m: _stats([r.metrics[m] for r in results]) for m in METRICS}
-    summary["coarse_dsc"] = _stats([r.coarse_dsc for r in results])
-    summary["seconds"] = _stats([r.seconds for r in results])
-    summary["rounds_used"] = _stats([r.rounds_used for r in results])
+    summary: dict = {m: summary_stats([r.metrics[m] for r in results]) for m in METRICS}
+    summary["coarse_dsc"] = summary_stats([r.coarse_dsc for r in results])
+    summary["seconds"] = summary_stats([r.seconds for r in results])
+    summary["rounds_used"] = summary_stats([r.rounds_used for r in results])
     conv = {}
     for t in THRESHOLDS:
         key = f"{t:.2f}"
         reached = [r.rounds_to_thr[key] for r in results if r.rounds_to_thr[key] is not None]
-        conv[key] = {"rounds": _stats(reached), "reached": len(reached), "cases": len(results),
-                     "dsc": _stats([r.dsc_at_thr[key] for r in results])}
+        conv[key] = {"rounds": summary_stats(reached), "reached": len(reached), "cases": len(results),
+                     "dsc": summary_stats([r.dsc_at_thr[key] for r in results])}
     summary["convergence"] = conv
     n_rounds = max(len(r.inter_round) for r in results) if results else 0
     summary["mean_inter_round_dsc"] = [
-        _stats([r.inter_round[k] if k < len(r.inter_round) else 1.0 for r in results])["mean"] for k in range(n_rounds)
+        summary_stats([r.inter_round[k] if k < len(r.inter_round) else 1.0 for r in results])["mean"]
+        for k in range(n_rounds)
     ]
     if any(r.oracle for r in results):
-        summary["oracle_dsc"] = _stats([r.oracle["dsc"] for r in results if r.oracle])
+        summary["oracle_dsc"] = summary_stats([r.oracle["dsc"] for r in results if r.oracle])
     summary["max_iter"] = max_iter
     return summary
 
@@ -304,8 +292,3 @@ def _case_line(r: CaseResult, count: str) -> str:
         extra += f", refined from round {r.refined['from_round']} (DSC {r.refined['dsc_before']:.4f} before)"
     return (f"{count}{r.name}: DSC {r.metrics['dsc']:.4f} (coarse {r.coarse_dsc:.4f}){extra}, rounds "
             f"{r.rounds_used}, HD95 {r.metrics['hd95']:.1f} mm, ASSD {r.metrics['assd']:.2f} mm, {r.seconds:.1f} s")
-
-
-# Scoring existing predictions lives in ``predictions.py``; its old import path still works.
-from .predictions import evaluate_predictions as evaluate_predictions  # noqa: E402
-from .predictions import find_prediction as find_prediction  # noqa: E402

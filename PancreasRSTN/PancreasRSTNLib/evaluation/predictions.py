@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from ..errors import DatasetError
 from ..io.outputs import VOLUME_SUFFIXES, json_text, write_text
 from .bad_cases import BadCases, unlabelled_images
-from .metrics import METRICS, segmentation_metrics
+from .metrics import METRICS, segmentation_metrics, summary_stats
 
 if TYPE_CHECKING:
     from ..training.datasets import CaseRef, Dataset
@@ -65,7 +65,6 @@ def evaluate_predictions(dataset: Dataset, predictions: Path, out: Path, predict
     """Score the prediction files in ``predictions`` against the dataset's labels and write the report.
 
     A prediction must lie on its label's grid; its organ is ``prediction_label`` (default: every non-zero voxel)."""
-    from .cases import _stats
 
     bad = BadCases(on_bad_case)
     for name, image in unlabelled_images(dataset):
@@ -100,7 +99,7 @@ def evaluate_predictions(dataset: Dataset, predictions: Path, out: Path, predict
             f"No prediction in {predictions} could be scored ({len(bad.cases)} bad cases: "
             f"{'; '.join(c['case'] + ': ' + c['reason'] for c in bad.cases[:3])}). Name them <case>.nii.gz, as "
             "`segment DIR -o OUT` does, on their labels' grids.")
-    summary = {m: _stats([r[m] for r in rows]) for m in METRICS}
+    summary = {m: summary_stats([r[m] for r in rows]) for m in METRICS}
     summary["missing"] = len(bad.cases)
     _write(out, rows, summary, bad.cases, dict(info or {}, predictions=str(predictions), scored=len(rows),
                                                on_bad_case=on_bad_case))

@@ -20,7 +20,6 @@ import torch
 
 from ..devices import device_description, resolve_device
 from ..engine.inference import InferenceConfig, RoundResult, RSTNEngine
-from ..engine.intensity import DEFAULT_WINDOW, HUWindow
 from ..engine.reference_loop import reference_segment
 from ..engine.segmentation import GridMapping, GridRound, canonical_hu
 from ..engine.triplets import triplet_indices
@@ -28,6 +27,7 @@ from ..errors import RSTNError
 from ..io.geometry import CanonicalGeometry, from_canonical
 from ..io.model_package import load_model_package
 from ..io.volume_io import read_image, write_image
+from ..models.intensity import DEFAULT_WINDOW, HUWindow
 from ..models.model import RSTN, RSTNConfig
 from ..views import VIEW_AXES, VIEWS
 from .metrics import dice

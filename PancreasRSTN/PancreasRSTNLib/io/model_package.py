@@ -22,10 +22,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..engine.intensity import DEFAULT_WINDOW, HUWindow
 from ..errors import ModelPackageError, OutputExistsError
 from ..models.cai_system import CaiCNN, network_config, network_dict
 from ..models.clstm import RefinerConfig, SliceRefiner
+from ..models.intensity import DEFAULT_WINDOW, HUWindow
 from ..models.model import RSTN, RSTNConfig, load_reference_state_dict
 from ..organs import get_organ
 from ..views import VIEWS
@@ -166,12 +166,13 @@ def check_spacing(spacing: Sequence[float] | None) -> list[float] | None:
 
 
 def default_metadata(name: str, organ: str, label_value: int | None = None) -> dict:
-    """The fields every model.json carries; callers add ``training`` and may override the rest."""
+    """The fields every model.json carries; callers add ``training`` and may override the rest. ``label_value``
+    is the organ's value in the training labels (provenance; outputs follow ``organs``' label value rule)."""
     o = get_organ(organ)
     return {
         "name": name,
         "organ": {"name": o.name, "snomed_code": o.snomed_code, "snomed_meaning": o.snomed_meaning,
-                  "label_value": int(label_value if label_value is not None else o.default_label)},
+                  "label_value": int(label_value if label_value is not None else o.label_value)},
         "hu_window": DEFAULT_WINDOW.to_dict(),
         "slab_thickness": 3,
         "margin": 20,
@@ -356,8 +357,3 @@ def package_summary(directory: str | Path) -> dict:
         "schema_version": meta["schema_version"],
         "migrated_from_schema": meta.get("migrated_from_schema"),
     }
-
-
-# Reading the reference's .pkl checkpoints lives in ``reference_import.py``; its old import path still works.
-from .reference_import import import_reference_checkpoints as import_reference_checkpoints  # noqa: E402
-from .reference_import import load_reference_checkpoint as load_reference_checkpoint  # noqa: E402

@@ -103,7 +103,7 @@ def _organ(c: _Checker, organ: object) -> None:
     if "label_value" in organ:
         value = organ["label_value"]
         c.need(_whole(value) and 1 <= value <= 255, "organ.label_value", "a whole number from 1 to 255 (the value "
-               "of the organ's voxels in the written uint8 label map)")
+               "of the organ in the training labels)")
 
 
 def _network(c: _Checker, record: Mapping, field: str) -> None:

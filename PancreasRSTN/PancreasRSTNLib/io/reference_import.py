@@ -56,7 +56,7 @@ def import_reference_checkpoints(checkpoints: Mapping[str, str | Path], out_dir:
                                  name: str | None = None, label_value: int | None = None, overwrite: bool = False
                                  ) -> Path:
     """Convert the reference's per-view ``.pkl`` checkpoints into a verified model package."""
-    from .model_package import (  # (it re-exports us)
+    from .model_package import (
         MODEL_JSON,
         default_metadata,
         save_model_package,

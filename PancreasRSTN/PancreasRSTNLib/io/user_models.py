@@ -306,7 +306,7 @@ def import_reference(checkpoints: dict[str, str | Path], organ: str = "pancreas"
                      user_root: str | Path | None = None, name: str | None = None,
                      overwrite: bool = False) -> ModelInfo:
     """Convert the reference per-view .pkl checkpoints ({"X": path, ...}) into a model in the user folder."""
-    from .model_package import import_reference_checkpoints
+    from .reference_import import import_reference_checkpoints
 
     root = Path(user_root) if user_root else user_models_dir()
     name = name or f"rstn-reference-{organ}"

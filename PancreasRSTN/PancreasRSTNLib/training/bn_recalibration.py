@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine.intensity import DEFAULT_WINDOW, HUWindow
+from ..models.intensity import DEFAULT_WINDOW, HUWindow
 from ..models.model import RSTN
 from .training_data import bounding_box, epoch_order, labels_for_view, triplet, view_samples
 

@@ -33,15 +33,14 @@ from ..distributed import DistInfo
 from ..engine.c2f_inference import view_probability
 from ..models.cai_system import CaiCNN, CaiSystem
 from ..models.clstm import SliceRefiner
-from .checkpoints import TrainingState, checkpoint_path, restore_checkpoint, save_checkpoint
+from .checkpoints import TrainingState
 from .config import TrainConfig
 from .losses import jaccard_loss
-from .run_log import StepSpan, ViewLog
 from .schedule import LRFactor, stage_at
 from .slice_crops import SequenceSampler, crop_window, sequence_slices
 from .step import Precision, SampleOrder, apply_gradients, sample_tensors, window_and_augment
+from .step_loop import StepLoop, TrainRunOptions
 from .training_data import TrainCase
-from .view_training import TrainRunOptions
 
 log = logging.getLogger(__name__)
 CNN_WEIGHT_IN_SEQ = 0.5
@@ -62,13 +61,12 @@ def active_units(cfg: TrainConfig, step: int, units: int) -> int | None:
     return None if k >= units else int(k)
 
 
-class SequenceTraining:
+class SequenceTraining(StepLoop):
     """Train Cai et al.'s CNN + refiner (``cfg.method == "cai"``), or a refiner alone on ``probabilities`` (one
     canonical probability volume per case, None for cases it skips; ``cfg.method == "rstn+biclstm"``)."""
 
     tag = "cai"
     state: TrainingState
-    log: ViewLog
 
     def __init__(self, cases: Sequence[TrainCase], cfg: TrainConfig, out: Path, options: TrainRunOptions,
                  probabilities: Sequence[np.ndarray | None] | None = None) -> None:
@@ -81,20 +79,19 @@ class SequenceTraining:
         self.sequences = SequenceSampler(usable, cfg.sequence_length)
         self.sequence_cases = usable
         self.order = SampleOrder.for_view(cases, cfg, "Z", DistInfo()) if cfg.method == "cai" else None
+        self.dist, self.label = DistInfo(), cfg.method
         self.step = 0
 
-    def run(self) -> tuple[torch.nn.Module, dict]:
-        self.build_model()
-        self.resume_checkpoint()
-        self.log = self.open_log()
-        while self.step < self.log.span.end:
-            mode, _ = stage_at(self.cfg, self.step)
-            rng = np.random.default_rng([self.cfg.seed, 77, self.step])
-            losses = self.train_step(mode, rng)
-            self.step += 1
-            self.record(mode, losses)
-            self.save_periodic_checkpoint()
-        return self.finish()
+    def train_one_step(self) -> tuple[str, tuple[torch.Tensor, ...]]:
+        mode, _ = stage_at(self.cfg, self.step)
+        rng = np.random.default_rng([self.cfg.seed, 77, self.step])
+        return mode, self.train_step(mode, rng)
+
+    def samples_per_epoch(self) -> int:
+        return len(self.order.samples) if self.order is not None else len(self.sequences.starts)
+
+    def record_label(self, mode: str) -> str:
+        return mode
 
     def build_model(self) -> None:
         cfg = self.cfg
@@ -109,19 +106,6 @@ class SequenceTraining:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(cfg))
         self.precision = Precision.for_device(cfg.amp, self.device)
         self.state = TrainingState(model, optimizer, scheduler, self.precision.scaler)
-
-    def resume_checkpoint(self) -> None:
-        last = checkpoint_path(self.out, self.tag, "last")
-        if self.options.resume and last.exists():
-            self.step = restore_checkpoint(last, self.state)
-            log.info("%s: resumed at step %d from %s", self.cfg.method, self.step, last)
-
-    def open_log(self) -> ViewLog:
-        total, stop_after = self.cfg.total_steps, self.options.stop_after
-        end = total if stop_after is None else min(total, stop_after)
-        per_epoch = len(self.order.samples) if self.order is not None else len(self.sequences.starts)
-        span = StepSpan(self.step, end, total, max(1, per_epoch))
-        return ViewLog(self.out, self.tag, span, self.cfg.log_every, DistInfo(), self.options.shown)
 
     def train_step(self, mode: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of ``mode``: (total, CNN, refined) losses, after the update."""
@@ -185,18 +169,6 @@ class SequenceTraining:
         input_loss = jaccard_loss(p[None], y[None]).detach()  # what the RSTN alone scores: the log's baseline
         refine_loss = jaccard_loss(refined, y[None])
         return refine_loss, input_loss, refine_loss
-
-    def record(self, mode: str, losses: tuple[torch.Tensor, ...]) -> None:
-        self.log.record_step(self.step, mode, losses, self.state.optimizer.param_groups[-1]["lr"], mode)
-
-    def save_periodic_checkpoint(self) -> None:
-        every = self.cfg.checkpoint_every
-        if every and self.step % every == 0 and self.step < self.cfg.total_steps:
-            self.save(f"step{self.step:07d}")
-            self.save("last")
-
-    def save(self, tag: str) -> None:
-        save_checkpoint(checkpoint_path(self.out, self.tag, tag), self.state, self.step, self.cfg, self.tag)
 
     def finish(self) -> tuple[torch.nn.Module, dict]:
         elapsed = self.log.finish_bar()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..engine.intensity import HUWindow
 from ..errors import RSTNError
+from ..models.intensity import HUWindow
 from ..models.model import RSTNConfig, SaliencyConfig
 from ..views import VIEWS
 from .augmentation import AugmentConfig

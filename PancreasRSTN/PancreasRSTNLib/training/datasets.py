@@ -23,9 +23,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import DatasetError, InputImageError, RSTNError
-from ..organs import get_organ
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: The value that marks the organ in a binary (single-organ) label map, as NIH and most MSD tasks have it.
+BINARY_LABEL = 1
 
 
 def _strip_suffix(name: str) -> str:
@@ -145,7 +146,7 @@ def _msd(root: Path, meta: dict, organ: str, label_values: tuple[int, ...] | Non
     if label_values is None:
         labels = meta.get("labels", {})
         label_values = _label_values_by_name(labels, organ) if isinstance(labels, dict) and labels else \
-            (get_organ(organ).default_label,)
+            (BINARY_LABEL,)
     return Dataset(root, "msd", cases, label_values, organ)
 
 
@@ -214,7 +215,7 @@ def _pairs(root: Path, organ: str, label_values: tuple[int, ...] | None) -> Data
             raise DatasetError(f"Case {stem}: no label file named like {p.name} in {lab_dir}. Add it, or move the "
                                "image out of the dataset.")
         cases.append(CaseRef(key, p, labels[key]))
-    return Dataset(root, "pairs", cases, label_values or (get_organ(organ).default_label,), organ)
+    return Dataset(root, "pairs", cases, label_values or (BINARY_LABEL,), organ)
 
 
 LAYOUTS_HELP = (

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ..app.progress import Progress
 from ..distributed import DistInfo
 from ..errors import RSTNError
+from ..progress import Progress
 
 log = logging.getLogger(__name__)
 

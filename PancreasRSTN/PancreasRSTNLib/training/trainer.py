@@ -40,8 +40,9 @@ from .optimizer import make_optimizer, param_groups
 from .run_log import CsvLog
 from .schedule import LRFactor, stage_at
 from .step import StepModule, sample_tensors
+from .step_loop import TrainRunOptions
 from .training_data import TrainCase, phantom_cases
-from .view_training import TrainRunOptions, ViewTraining, recalibrate_bn
+from .view_training import ViewTraining, recalibrate_bn
 
 __all__ = [
     "MODES", "CsvLog", "LRFactor", "TrainRunOptions", "StepModule", "TrainCase", "TrainConfig", "ViewTraining",

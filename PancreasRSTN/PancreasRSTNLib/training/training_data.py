@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import views
-from ..engine.intensity import DEFAULT_WINDOW
 from ..errors import DatasetError
+from ..models.intensity import DEFAULT_WINDOW
 from ..phantom import phantom_series
 
 

@@ -3,6 +3,9 @@
     build_model -> resume_checkpoint -> open_log -> per step: draw_input, train_step, record,
     save_periodic_checkpoint -> finish (DDP check, last/final checkpoints, BatchNorm recalibration, summary)
 
+The loop, resuming, the log and the checkpoints are ``step_loop.StepLoop``'s (shared with Cai et al.'s
+trainer); this module gives RSTN's model, its draws and its step.
+
 Why a class: the steps share the model, optimiser, sample order and log; each stays a few lines, and the order of
 their random draws -- which makes ``--resume`` bit-exact -- is visible in ``run``.
 """
@@ -12,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +22,15 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..app.progress import progress_mode
 from ..devices import pick_device
 from ..distributed import DistInfo
 from ..errors import RSTNError
 from ..models.model import RSTN
 from .bn_recalibration import RecalibrationOptions, has_batchnorm, recalibrate_view
-from .checkpoints import TrainingState, checkpoint_path, initial_model, restore_checkpoint, save_checkpoint
+from .checkpoints import TrainingState, initial_model
 from .config import TrainConfig
 from .losses import get_loss
 from .optimizer import make_optimizer
-from .run_log import StepSpan, ViewLog
 from .schedule import LRFactor, stage_at
 from .step import (
     Precision,
@@ -42,35 +42,19 @@ from .step import (
     framed_box,
     sample_tensors,
 )
+from .step_loop import StepLoop, TrainRunOptions
 from .training_data import TrainCase, crop_margins, view_axis
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainRunOptions:
-    """How to run a training, not what it learns (that is TrainConfig): --resume, --device, the progress output
-    (True: a bar on a terminal, a line per epoch in a pipe; False: nothing; or a mode of ``progress.Progress``)
-    and --stop-after (stop after that many global steps, leaving a checkpoint to resume from)."""
-
-    resume: bool = False
-    device: str = "auto"
-    progress: bool | str = True
-    stop_after: int | None = None
-
-    @property
-    def shown(self) -> str:
-        return self.progress if isinstance(self.progress, str) else progress_mode(quiet=not self.progress)
-
-
-class ViewTraining:
+class ViewTraining(StepLoop):
     """Train (or resume) one view's RSTN; ``run`` returns the model (on CPU, eval mode) and a summary dict."""
 
     # set by build_model and open_log
     state: TrainingState
     precision: Precision
     step_module: torch.nn.Module
-    log: ViewLog
 
     def __init__(self, cases: Sequence[TrainCase], cfg: TrainConfig, view: str, out: Path, options: TrainRunOptions,
                  dist_info: DistInfo) -> None:
@@ -81,19 +65,15 @@ class ViewTraining:
         self.view_idx = view_axis(view)
         self.order = SampleOrder.for_view(cases, cfg, view, dist_info)
         self.c2f_boxes = c2f_boxes(cases, view) if cfg.method == "c2f" else None
+        self.tag, self.label = view, f"view {view}"
         self.step = 0
 
-    def run(self) -> tuple[RSTN, dict]:
-        self.build_model()
-        self.resume_checkpoint()
-        self.log = self.open_log()
-        while self.step < self.log.span.end:
-            inputs = [self.draw_input(self.step, k) for k in range(self.cfg.samples_per_step)]
-            losses = self.train_step(inputs)
-            self.step += 1
-            self.record(inputs[0].mode, losses)
-            self.save_periodic_checkpoint()
-        return self.finish()
+    def train_one_step(self) -> tuple[str, tuple[torch.Tensor, ...]]:
+        inputs = [self.draw_input(self.step, k) for k in range(self.cfg.samples_per_step)]
+        return inputs[0].mode, self.train_step(inputs)
+
+    def samples_per_epoch(self) -> int:
+        return self.order.per_rank
 
     def build_model(self) -> None:
         """Seeded initial weights, the optimiser with its LR schedule, mixed precision, DDP."""
@@ -110,22 +90,6 @@ class ViewTraining:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_module = DistributedDataParallel(self.step_module, device_ids=device_ids,
                                                        find_unused_parameters=True)
-
-    def resume_checkpoint(self) -> None:
-        """With --resume, continue from the 'last' checkpoint: weights, optimiser, schedule and RNG states."""
-        last = checkpoint_path(self.out, self.view, "last")
-        if not (self.options.resume and last.exists()):
-            return
-        self.step = restore_checkpoint(last, self.state)
-        if self.dist.main:
-            log.info("view %s: resumed at step %d from %s", self.view, self.step, last)
-
-    def open_log(self) -> ViewLog:
-        total = self.cfg.total_steps
-        stop_after = self.options.stop_after
-        end = total if stop_after is None else min(total, stop_after)
-        span = StepSpan(self.step, end, total, self.order.per_rank)
-        return ViewLog(self.out, self.view, span, self.cfg.log_every, self.dist, self.options.shown)
 
     def draw_input(self, step: int, k: int = 0) -> StepInput:
         """The step's ``k``-th sample and its random draws (margins, augmentation, C2F frame), from its own RNG
@@ -156,19 +120,6 @@ class ViewTraining:
         losses = tuple(sum(p[j] for p in parts) / len(parts) for j in range(3)) if len(parts) > 1 else parts[0]
         apply_gradients(losses[0], self.state)
         return losses
-
-    def record(self, mode: str, losses: tuple[torch.Tensor, ...]) -> None:
-        """Stop on a non-finite loss; else report the step."""
-        self.log.record_step(self.step, mode, losses, self.state.optimizer.param_groups[-1]["lr"], f"view {self.view}")
-
-    def save_periodic_checkpoint(self) -> None:
-        every = self.cfg.checkpoint_every
-        if self.dist.main and every and self.step % every == 0 and self.step < self.cfg.total_steps:
-            self.save(f"step{self.step:07d}")
-            self.save("last")
-
-    def save(self, tag: str) -> None:
-        save_checkpoint(checkpoint_path(self.out, self.view, tag), self.state, self.step, self.cfg, self.view)
 
     def finish(self) -> tuple[RSTN, dict]:
         """Check DDP ranks agree; save 'last' (training-time BatchNorm statistics: resumable) and, when the

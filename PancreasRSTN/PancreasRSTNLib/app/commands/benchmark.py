@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_cohort(args: argparse.Namespace) -> int:
-    from ...evaluation.cohort_throughput import cohort_throughput, format_cohort
+    from ..cohort_throughput import cohort_throughput, format_cohort
 
     report = cohort_throughput(args.cohort, parse_triple(args.shape, int), model=args.model, device=args.device,
                                max_iter=args.max_iter, repeats=args.repeats,

@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...progress import progress_mode
     from ..demo import run_demo
-    from ..progress import progress_mode
 
     run_demo(args.output, phantom=args.phantom, seed=args.seed, model_dir=args.model, device=args.device,
              overwrite=args.overwrite, thr=args.thr, max_iter=args.max_iter, resample=not args.no_resample,

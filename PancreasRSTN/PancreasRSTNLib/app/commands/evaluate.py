@@ -95,9 +95,9 @@ def _dataset_cases(args: argparse.Namespace, package: ModelPackage, info: dict) 
 
 def _score_predictions(args: argparse.Namespace) -> int:
     from ...errors import RSTNError
-    from ...evaluation.cases import evaluate_predictions
+    from ...evaluation.predictions import evaluate_predictions
+    from ...progress import Progress, progress_mode
     from ...training.datasets import open_dataset
-    from ..progress import Progress, progress_mode
 
     if args.data is None or args.model:
         raise RSTNError("--predictions scores a folder against a dataset's labels: give --data, and no --model.")
@@ -112,7 +112,7 @@ def _score_predictions(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from ...evaluation.cases import evaluate
     from ...io.model_package import load_model_package
-    from ..progress import Progress, progress_mode
+    from ...progress import Progress, progress_mode
 
     if (args.out / "evaluation.json").exists() and not args.overwrite:
         raise OutputExistsError(f"{args.out} already holds an evaluation; choose another -o or pass --overwrite.")
@@ -150,7 +150,7 @@ def _compare(args: argparse.Namespace, packages: list[ModelPackage]) -> int:
     """Every package on the same cases; one comparison table and plot."""
     from ...errors import RSTNError
     from ...evaluation.comparison import Entry, compare
-    from ..progress import Progress, progress_mode
+    from ...progress import Progress, progress_mode
 
     if args.oracle or args.views:
         raise RSTNError("--oracle and --views apply to one model; compare packages with their own settings.")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ...io.model_package import import_reference_checkpoints, package_summary, verify_model_package
+from ...io.model_package import package_summary, verify_model_package
+from ...io.reference_import import import_reference_checkpoints
 from ...io.user_models import (
     ModelInfo,
     find_model,

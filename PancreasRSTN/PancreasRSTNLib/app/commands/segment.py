@@ -14,17 +14,22 @@ from pathlib import Path
 
 from ...devices import resolve_device
 from ...engine.batching import precision_name
-from ...engine.inference import InferenceConfig
 from ...engine.segmentation import GridRound, prepare_ct, segment_image
-from ...errors import EmptyPredictionError, InputImageError
-from ...io.model_package import load_model_package
+from ...errors import InputImageError
 from ...io.outputs import OutputPlan, json_text
-from ...io.round_files import ROUND_FILES, save_round
-from ...io.user_models import resolve_model
 from ...io.volume_io import read_input
+from ...organs import get_organ
+from ...progress import Progress, progress_mode
 from ..cohort import is_cohort_input
-from ..progress import Progress, progress_mode
-from .options import add_run_options, positive_int, torch_threads
+from ..final_round import fine_rounds, refuse_empty
+from ..round_files import ROUND_FILES, save_round
+from .options import (
+    add_inference_arguments,
+    add_run_options,
+    config_from_args,
+    load_model_from_args,
+    torch_threads,
+)
 from .segment_cohort import add_cohort_arguments, run_cohort_command
 
 
@@ -63,40 +68,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 REMOVED_NOTE = "what this run had written was removed, and nothing else"
 
 
-def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that runs the engine."""
-    d = InferenceConfig()
-    p.add_argument("--thr", type=float, default=d.thr, help="stop when the inter-round DSC reaches this")
-    p.add_argument("--max-iter", type=int, default=d.max_iter, help="maximum fine rounds")
-    p.add_argument("--prob-threshold", type=float, default=d.prob_threshold, help="probability threshold")
-    p.add_argument("--margin", type=int, default=d.margin, help="crop margin in pixels of the model's grid")
-    p.add_argument("--views", default=None, help="views to use, e.g. XYZ or Z (default: every view of the model)")
-    p.add_argument("--no-postprocess", action="store_true", help="keep all connected components")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="triplets per batch (default: adapted to the free memory)")
-    p.add_argument("--crop-bucket", type=int, default=d.crop_bucket,
-                   help="grow fine crops to multiples of this to batch more of them (faster; 1 = exact reference "
-                   "boxes)")
-    p.add_argument("--coarse-downsample", type=int, default=1, choices=[1, 2, 3, 4],
-                   help="run the coarse stage on slices pooled by this factor (faster on CPU; 1 = faithful)")
-    p.add_argument("--no-resample", action="store_true",
-                   help="run at the CT's own voxel spacing (the reference's behaviour) even when it differs from the "
-                   "model's by more than 10 %%")
-
-
-def config_from_args(args: argparse.Namespace, model_views: tuple[str, ...] = ("X", "Y", "Z")) -> InferenceConfig:
-    views = tuple(args.views.upper()) if args.views else tuple(model_views)
-    return InferenceConfig(
-        thr=args.thr, max_iter=args.max_iter, prob_threshold=args.prob_threshold, margin=args.margin,
-        views=views, postprocess=not args.no_postprocess, precision=args.precision,
-        batch_size=args.batch_size, coarse_downsample=args.coarse_downsample,
-        crop_bucket=args.crop_bucket,
-    )
-
-
 def round_summary(r: GridRound) -> dict:
     """One round as the summary reports it: voxels and volume on the input grid."""
     return {
@@ -122,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         save_dir = (plan.folder(args.save_iterations, "The --save-iterations folder", claims=ROUND_FILES)
                     if args.save_iterations else None)
         with plan:  # published together on success; on any error or Ctrl-C only what this run made is removed
-            summary = _segment(args, plan, output, probability, save_dir, started)
+            summary = _segment_one_ct(args, plan, output, probability, save_dir, started)
     except BaseException:
         plan.abort()  # also when a check above made a folder and a later one refused the run
         raise
@@ -133,11 +104,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment(args: argparse.Namespace, plan: OutputPlan, output: Path, probability: Path | None,
+def _segment_one_ct(args: argparse.Namespace, plan: OutputPlan, output: Path, probability: Path | None,
              save_dir: Path | None, started: float) -> dict:
-    model = resolve_model(args.model, args.organ)
-    package = load_model_package(model.path, views=tuple(args.views.upper()) if args.views else None)
-    config = config_from_args(args, package.views)
+    model, package, settings = load_model_from_args(args)
     warning = package.warning
     if warning and not args.json:
         print(f"WARNING: model '{package.metadata['name']}': {warning}", file=sys.stderr)
@@ -148,33 +117,23 @@ def _segment(args: argparse.Namespace, plan: OutputPlan, output: Path, probabili
         for line in input_warnings:
             print(f"WARNING: {args.input}: {line}", file=sys.stderr)
     try:
-        ct = prepare_ct(image, args.allow_non_ct)  # the one check of the input, before any work
+        ct = prepare_ct(image, settings.allow_non_ct)  # the one check of the input, before any work
     except InputImageError as exc:  # a folder of several series: say which one was refused, and the others
         raise InputImageError(f"{exc} ({'; '.join(input_warnings)})" if input_warnings else str(exc),
                               fix=exc.fix) from exc
     del image  # the run needs only the canonical copy
-    label_value = int(package.metadata["organ"].get("label_value", 1))
+    label_value = get_organ(package.organ).label_value  # the one rule (organs.py)
     rounds: list[dict] = []
     last: GridRound | None = None
     with Progress(progress_mode(args.quiet or args.json)) as bar:
-        for r in segment_image(ct, package, config, device=args.device, progress=bar.update,
-                               resample=not args.no_resample):
+        for r in segment_image(ct, package, settings, progress=bar.update):
             rounds.append(round_summary(r))
             bar.line(format_round(rounds[-1]))
             if save_dir:
                 save_round(r, plan.staged_folder(save_dir), label_value, overwrite=True)
             last = r
     assert last is not None
-    if last.voxel_count == 0:
-        advice = ("This model was trained on synthetic phantoms and finds nothing in real CTs: use a real-CT model "
-                  "(`pancreas-rstn models list`)." if package.metadata.get("synthetic") else
-                  f"Check that the image is an abdominal CT in HU that covers the {package.organ}, and that the model "
-                  "suits it (`pancreas-rstn models info`); a lower --prob-threshold rarely helps and adds false "
-                  "positives.")
-        raise EmptyPredictionError(
-            f"The model '{package.metadata['name']}' found no {package.organ} in {args.input} (empty prediction); "
-            f"nothing was written. {advice}"
-        )
+    refuse_empty(last, package, str(args.input))
     t0 = time.perf_counter()
     plan.write(output, last.mask_image(label_value))
     if probability:
@@ -195,11 +154,11 @@ def _segment(args: argparse.Namespace, plan: OutputPlan, output: Path, probabili
         "model_spacing": None if package.spacing is None else [round(s, 4) for s in package.spacing],
         "resampled_to": None if mapping.resampling is None else [round(s, 4) for s in mapping.model_spacing],
         "device": last.device,
-        "precision": precision_name(config.precision, resolve_device(args.device)),
+        "precision": precision_name(settings.config.precision, resolve_device(settings.device)),
         "threads": torch_threads(),
         "input_warnings": input_warnings,
         "rounds": rounds,
-        "fine_rounds": sum(1 for r in rounds if r["stage"] == "fine"),
+        "fine_rounds": fine_rounds(last),
         "refined": last.stage == "refine",
         "stop_reason": last.stop_reason,
         "dsc_history": [r["dsc_to_previous"] for r in rounds[1:]],

@@ -12,7 +12,7 @@ from pathlib import Path
 from ...errors import OutputPathError
 from ...io.outputs import VOLUME_SUFFIXES, OutputPlan, json_text, volume_suffix
 from ...io.paths import Place
-from ..progress import CohortProgress, progress_mode
+from ...progress import CohortProgress, progress_mode
 
 #: The exit code says how many cases failed; shells keep codes above 125 for themselves.
 MAX_EXIT_CODE = 125
@@ -38,10 +38,8 @@ def check_cohort_args(args: argparse.Namespace) -> Path:
 
 def run_cohort_command(args: argparse.Namespace) -> int:
     from ...distributed import finish_distributed, init_distributed
-    from ...io.model_package import load_model_package
-    from ...io.user_models import resolve_model
     from ..cohort import CohortRunOptions, collect_inputs, run_cohort
-    from .segment import config_from_args
+    from .options import load_model_from_args
 
     args.interrupt_note = KEPT_NOTE
     out = check_cohort_args(args)
@@ -51,9 +49,7 @@ def run_cohort_command(args: argparse.Namespace) -> int:
     plan.writable_folder(out, "The cohort output folder (-o)")
     dist_info = init_distributed()
     try:
-        model = resolve_model(args.model, args.organ)
-        package = load_model_package(model.path, views=tuple(args.views.upper()) if args.views else None)
-        config = config_from_args(args, package.views)
+        _, package, settings = load_model_from_args(args)
         quiet = args.quiet or args.json
         if package.warning and dist_info.main and not args.json:
             print(f"WARNING: model '{package.metadata['name']}': {package.warning}", file=sys.stderr)
@@ -62,8 +58,7 @@ def run_cohort_command(args: argparse.Namespace) -> int:
                             dist_info.rank) as bar:
             result = run_cohort(
                 cases, out, CohortRunOptions(
-                    package, config, device=args.device, overwrite=args.overwrite,
-                    resample=not args.no_resample, allow_non_ct=args.allow_non_ct, suffix=args.output_format,
+                    package, settings, overwrite=args.overwrite, suffix=args.output_format,
                     prefetch=not args.no_prefetch, allow_missing_slices=args.allow_missing_slices),
                 dist_info=dist_info, progress=bar, echo=lambda line: bar.line(prefix + line))
     except BaseException:

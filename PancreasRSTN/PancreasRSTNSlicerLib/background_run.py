@@ -1,6 +1,7 @@
 """Run segmentations off the GUI thread: a worker thread feeds a queue that the GUI polls (Slicer: a QTimer).
 
-Pure Python (no Qt, no Slicer), so it is tested with pytest. The worker never touches MRML: it only puts
+No Qt and no MRML, so it is tested with pytest; it lives on the Slicer side because only the panel uses it and
+its messages speak the panel's words (Device = CPU, Advanced). The worker never touches MRML: it only puts
 messages on the queue; the main thread turns each round into nodes as it arrives. Cancelling sets an event
 that the engine checks between batches (it then raises ``RunCancelled``).
 """
@@ -11,18 +12,18 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import DeviceOutOfMemoryError, RSTNError, RunCancelled
+from PancreasRSTNLib.errors import DeviceOutOfMemoryError, RSTNError, RunCancelled
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
-    from ..engine.config import CancelCallback, InferenceConfig, ProgressCallback
-    from ..engine.segmentation import CheckedCT, GridRound
+    from PancreasRSTNLib.engine.config import CancelCallback, ProgressCallback, RunSettings
+    from PancreasRSTNLib.engine.segmentation import CheckedCT, GridRound
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ class Job:
 
 
 @dataclass
-class Progress:
+class ProgressMessage:
+    """How far the run is (a queue message; ``PancreasRSTNLib.progress`` draws a terminal's bars instead)."""
+
     fraction: float  # of the whole run (all organs), in [0, 1]
     stage: str  # human readable, e.g. "Pancreas: fine round 2"
     organ: str
@@ -58,7 +61,7 @@ class Failed:
     details: str = field(default="", repr=False)  # traceback, for the log only
 
 
-Message = Progress | RoundReady | Finished | Failed
+Message = ProgressMessage | RoundReady | Finished | Failed
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -99,35 +102,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-@dataclass(frozen=True)
-class JobOptions:
-    """How every job of a run is done besides the engine's settings: the CT check, resampling, and (tests)
-    replacements for loading a model package and for ``segmentation.segment_image``."""
-
-    allow_non_ct: bool = False
-    resample: bool = True  # to the model's spacing, when the CT's differs by more than 10 %
-    load_package: Callable | None = None
-    segment: Callable | None = None
-
-
-def iterate_jobs(image: sitk.Image | CheckedCT, jobs: list[Job], config: InferenceConfig, device: str = "auto",
-                 *, progress: ProgressCallback | None = None, cancel: CancelCallback | None = None,
-                 options: JobOptions | None = None) -> Iterator[tuple[str, GridRound]]:
+def iterate_jobs(image: sitk.Image | CheckedCT, jobs: list[Job], settings: RunSettings, *,
+                 progress: ProgressCallback | None = None, cancel: CancelCallback | None = None
+                 ) -> Iterator[tuple[str, GridRound]]:
     """Segment ``image`` for every job in turn, yielding (organ, round) as rounds finish.
 
     The CT is checked once for the whole run (not per organ); a ``CheckedCT`` was checked by the caller.
     Progress fractions cover the whole run (organ i of n takes [i/n, (i+1)/n])."""
-    from ..engine.segmentation import CheckedCT, prepare_ct
-    from ..organs import get_organ
+    from PancreasRSTNLib.engine.segmentation import CheckedCT, prepare_ct, segment_image
+    from PancreasRSTNLib.io.model_package import load_model_package
+    from PancreasRSTNLib.organs import get_organ
 
-    options = options or JobOptions()
-    load_package = options.load_package
-    if load_package is None:
-        from ..io.model_package import load_model_package as load_package
-    segment = options.segment
-    if segment is None:
-        from ..engine.segmentation import segment_image as segment
-    ct = image if isinstance(image, CheckedCT) else prepare_ct(image, options.allow_non_ct)
+    ct = image if isinstance(image, CheckedCT) else prepare_ct(image, settings.allow_non_ct)
     n = max(1, len(jobs))
     for i, job in enumerate(jobs):
         display = get_organ(job.organ).display_name
@@ -139,9 +125,8 @@ def iterate_jobs(image: sitk.Image | CheckedCT, jobs: list[Job], config: Inferen
         if cancel is not None and cancel():
             raise RunCancelled()
         organ_progress(0.0, "loading model")
-        package = load_package(job.model_dir, device="cpu")  # the engine moves it to the run device
-        for result in segment(ct, package, config, progress=organ_progress, cancel=cancel, device=device,
-                              resample=options.resample):
+        package = load_model_package(job.model_dir, device="cpu")  # the engine moves it to the run device
+        for result in segment_image(ct, package, settings, progress=organ_progress, cancel=cancel):
             yield job.organ, result
         organ_progress(1.0, "done")
 
@@ -149,13 +134,10 @@ def iterate_jobs(image: sitk.Image | CheckedCT, jobs: list[Job], config: Inferen
 class BackgroundRun:
     """A daemon thread running ``iterate_jobs``; the GUI calls ``poll()`` from a timer and ``cancel()``."""
 
-    def __init__(self, image: sitk.Image | CheckedCT, jobs: list[Job], config: InferenceConfig,
-                 device: str = "auto", **options: object) -> None:
-        """``options``: the fields of ``JobOptions``."""
+    def __init__(self, image: sitk.Image | CheckedCT, jobs: list[Job], settings: RunSettings) -> None:
         self._queue: queue.Queue[Message] = queue.Queue()
         self._cancel = threading.Event()
-        self._args = (image, list(jobs), config, device)
-        self._options = JobOptions(**options)
+        self._args = (image, list(jobs), settings)
         self._thread = threading.Thread(target=self._work, name="PancreasRSTN-run", daemon=True)
         self.finished = False
 
@@ -175,15 +157,14 @@ class BackgroundRun:
 
     def _work(self) -> None:
         t0 = time.perf_counter()
-        image, jobs, config, device = self._args
+        image, jobs, settings = self._args
         current: list[str] = []
 
         def progress(fraction: float, stage: str) -> None:
-            self._queue.put(Progress(fraction, stage, current[-1] if current else ""))
+            self._queue.put(ProgressMessage(fraction, stage, current[-1] if current else ""))
 
         try:
-            for organ, result in iterate_jobs(image, jobs, config, device, progress=progress,
-                                              cancel=self._cancel.is_set, options=self._options):
+            for organ, result in iterate_jobs(image, jobs, settings, progress=progress, cancel=self._cancel.is_set):
                 if not current or current[-1] != organ:
                     current.append(organ)
                 self._queue.put(RoundReady(organ, result))

@@ -12,14 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..app.cohort import CohortRunOptions, collect_inputs, run_cohort
 from ..devices import device_description, resolve_device
+from ..engine.config import RunSettings
 from ..engine.inference import InferenceConfig
 from ..errors import RSTNError
 from ..io.model_package import load_model_package
 from ..io.user_models import list_models
 from ..io.volume_io import read_image, write_image
 from ..phantom import make_phantom
+from .cohort import CohortRunOptions, collect_inputs, run_cohort
 
 
 def _phantom_model() -> Path:
@@ -49,7 +50,7 @@ def cohort_throughput(cases: int, shape_xyz: tuple[int, int, int], model: str | 
         for k in range(repeats):
             for mode in ("off", "on") if k % 2 == 0 else ("on", "off"):
                 out = Path(tmp) / f"out-{mode}-{k}"
-                options = CohortRunOptions(package, config, device=str(dev), prefetch=mode == "on")
+                options = CohortRunOptions(package, RunSettings(config, device=str(dev)), prefetch=mode == "on")
                 result = run_cohort(inputs, out, options)
                 if result.failed:
                     raise RuntimeError(f"{result.failed} phantom case(s) failed: {result.rows[0].error}")
