@@ -48,7 +48,7 @@ class PancreasRSTNParameterNode:
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     organ: str = "pancreas"
     convergenceThreshold: Annotated[float, WithinRange(0.5, 1.0)] = 0.99
-    maxRounds: Annotated[int, WithinRange(1, 50)] = 10
+    maxRounds: Annotated[int, WithinRange(0, 50)] = 0
     keepOnlyFinal: bool = False
     replacePrevious: bool = False
     probThreshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.5

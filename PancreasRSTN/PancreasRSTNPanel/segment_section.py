@@ -19,7 +19,7 @@ from PancreasRSTNSlicerLib.run_controller import Progressed, RoundShown, RunCont
 def options_from_parameters(p) -> RunOptions:
     """The run the parameter node asks for, in the library's terms."""
     views = tuple(v for v, on in (("X", p.viewX), ("Y", p.viewY), ("Z", p.viewZ)) if on)
-    return RunOptions(organs=[p.organ], thr=float(p.convergenceThreshold), max_iter=int(p.maxRounds),
+    return RunOptions(organs=[p.organ], thr=float(p.convergenceThreshold), max_iter=int(p.maxRounds) or None,
                       prob_threshold=float(p.probThreshold), margin=int(p.margin), postprocess=bool(p.postprocess),
                       views=views, batch_size=int(p.batchSize) or None, device=str(p.device).lower(),
                       keep_only_final=bool(p.keepOnlyFinal), replace_previous=bool(p.replacePrevious),

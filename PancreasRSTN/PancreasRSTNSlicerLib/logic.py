@@ -40,7 +40,7 @@ class RunOptions:
 
     organs: list[str] = field(default_factory=lambda: ["pancreas"])
     thr: float = 0.99
-    max_iter: int = 10
+    max_iter: int | None = None  # None: the model's validated count, else 10
     prob_threshold: float = 0.5
     margin: int = 20
     postprocess: bool = True

@@ -237,7 +237,7 @@ def test_scene_close_stops_the_run_and_resets_the_panel(panel, scene, qtbot, alw
     scene.scene.Clear(False)  # File > Close scene: the parameter node (a singleton) is reset, not replaced
     qtbot.waitUntil(lambda: not panel.segment.runs.running, timeout=120_000)
     assert panel._parameterNode is not None and panel._parameterNode.inputVolume is None
-    assert panel._parameterNode.maxRounds == 10 and panel.ui.maxRoundsSpinBox.value == 10  # defaults again
+    assert panel._parameterNode.maxRounds == 0 and panel.ui.maxRoundsSpinBox.value == 0  # defaults again
     runs = panel.segment.runs
     assert not panel.ui.segmentButton.enabled and runs.session is None or runs.session.closed
 
@@ -454,7 +454,7 @@ def test_leaving_and_entering_the_module_unbinds_and_rebinds_the_gui(panel, scen
     panel.exit()
     panel.ui.maxRoundsSpinBox.value = 7  # not bound while the module is not shown
     parameters = panel.logic.getParameterNode()
-    assert parameters.maxRounds == 10
+    assert parameters.maxRounds == 0
     parameters.inputVolume = None
     panel.enter()  # bound again, and the first CT of the scene becomes the input
     assert panel._parameterNode.inputVolume.GetID() == volume.GetID()

@@ -183,7 +183,8 @@ class CohortRunOptions:
     def settings(self) -> dict:
         """The choices that change a case's result, as each row records them (the model is ``model_id``)."""
         c = self.run.config
-        return {"model": str(self.package.metadata.get("name")), "thr": c.thr, "max_iter": c.max_iter,
+        return {"model": str(self.package.metadata.get("name")), "thr": c.thr,
+                "max_iter": c.with_model_defaults(self.package.max_iter).max_iter,
                 "prob_threshold": c.prob_threshold, "margin": c.margin, "views": "".join(c.views),
                 "postprocess": c.postprocess, "precision": c.precision, "crop_bucket": c.crop_bucket,
                 "coarse_downsample": c.coarse_downsample, "resample": self.run.resample}

@@ -155,7 +155,7 @@ def _case(phantom: bool, seed: int, model_dir: str | Path | None, echo: Callable
 # The options are the `demo` command's, one keyword each (commands/demo.py maps its arguments onto them).
 def run_demo(out_dir: str | Path, *, phantom: bool = False, seed: int = DEFAULT_DEMO_SEED,  # noqa: PLR0913
              model_dir: str | Path | None = None, device: str = "cpu", overwrite: bool = False, thr: float = 0.99,
-             max_iter: int = 10, resample: bool = True, echo: Callable[[str], None] = print,
+             max_iter: int | None = None, resample: bool = True, echo: Callable[[str], None] = print,
              progress: Mode = "quiet") -> DemoResult:
     """Run the demo and write its files to ``out_dir`` (all or nothing); returns the per-round DSC and timing.
 

@@ -73,7 +73,7 @@ class CaiEngine:
         if set(models) != {"Z"}:
             raise RSTNError(f"Cai et al.'s CNN segments axial slices (view Z); this package has views "
                             f"{sorted(models)}.")
-        self.config = replace(config or InferenceConfig(), views=("Z",))
+        self.config = replace((config or InferenceConfig()).with_model_defaults(), views=("Z",))
         self.config.validate()
         self.device = resolve_device(device)
         self.dtype = compute_dtype(self.config.precision, self.device)

@@ -7,7 +7,7 @@ oracle crops are an argument of ``RSTNEngine.run``, not a setting."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import OptionsError
 from ..views import VIEW_AXES
@@ -18,12 +18,18 @@ ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
 
 
+#: the reference's (and the paper's) upper bound on fine rounds
+REFERENCE_MAX_ITER = 10
+
+
 @dataclass
 class InferenceConfig:
     """Parameters of a run; defaults are the reference's (thr 0.99 is the paper's best setting)."""
 
     thr: float = 0.99  # stop when the inter-round DSC reaches this
-    max_iter: int = 10  # fine rounds at most
+    #: fine rounds at most; None: the model's validated count (model.json ``inference.max_iter``), else the
+    #: reference's 10 (``with_model_defaults``)
+    max_iter: int | None = None
     prob_threshold: float = 0.5
     margin: int = 20
     postprocess: bool = True
@@ -36,12 +42,20 @@ class InferenceConfig:
     memory_budget_gb: float | None = None  # activation budget for adaptive batching
     coarse_downsample: int = 1  # >1: the coarse stage (which only localises) runs on slices pooled by this factor
 
+    def with_model_defaults(self, model_max_iter: int | None = None) -> InferenceConfig:
+        """The settings a run uses: an unset ``max_iter`` becomes the model's validated count, else the reference's
+        ``REFERENCE_MAX_ITER`` (the fine stage of a weak model drifts after its best round: docs/models.md)."""
+        if self.max_iter is not None:
+            return self
+        return replace(self, max_iter=REFERENCE_MAX_ITER if model_max_iter is None else int(model_max_iter))
+
     def validate(self) -> None:
         """Refuse settings the engine cannot run (an ``OptionsError``: the value, the allowed range, the default)."""
         problems = (
             (not 0.0 < self.thr <= 1.0, f"thr={self.thr} is outside (0, 1]", "Give a convergence threshold in (0, 1], "
              "e.g. 0.99 (the default)"),
-            (self.max_iter < 0, f"max_iter={self.max_iter} is negative", "Give 0 or more fine rounds (default 10)"),
+            (self.max_iter is not None and self.max_iter < 0, f"max_iter={self.max_iter} is negative",
+             "Give 0 or more fine rounds (default: the model's validated count, else 10)"),
             (not 0.0 < self.prob_threshold < 1.0, f"prob_threshold={self.prob_threshold} is outside (0, 1)",
              "Give a probability threshold in (0, 1), e.g. 0.5 (the default)"),
             (self.margin < 0, f"margin={self.margin} is negative",

@@ -135,7 +135,7 @@ class RSTNEngine:
         device: str | torch.device = "auto",
         window: HUWindow = DEFAULT_WINDOW,
     ) -> None:
-        self.config = config or InferenceConfig()
+        self.config = (config or InferenceConfig()).with_model_defaults()
         self.config.validate()
         missing = [v for v in self.config.views if v not in models]
         if missing:

@@ -84,9 +84,21 @@ class ModelPackage:
         return model_warning(self.metadata)
 
     @property
+    def max_iter(self) -> int | None:
+        """The fine rounds the model was validated to run by default (model.json ``inference.max_iter``); None:
+        the reference's bound."""
+        return model_max_iter(self.metadata)
+
+    @property
     def window(self) -> HUWindow:
         """The HU window the model was trained with (the reference's [-100, 240] unless model.json says)."""
         return HUWindow(**self.metadata.get("hu_window", {}))
+
+
+def model_max_iter(meta: Mapping) -> int | None:
+    """model.json's validated default of fine rounds, or None (the schema checks it is an integer >= 0)."""
+    inference = meta.get("inference")
+    return int(inference["max_iter"]) if isinstance(inference, Mapping) and "max_iter" in inference else None
 
 
 def package_id(meta: Mapping) -> str:

@@ -92,6 +92,11 @@ def validate_metadata(meta: Mapping, path: Path) -> None:
             c.need(_whole(meta[key]) and meta[key] >= low, key, f"a whole number >= {low}")
     if "synthetic" in meta:
         c.need(isinstance(meta["synthetic"], bool), "synthetic", "true or false")
+    if "inference" in meta:
+        inference = meta["inference"]
+        c.need(isinstance(inference, Mapping) and set(inference) <= {"max_iter"} and _whole(inference.get("max_iter", 0))
+               and inference.get("max_iter", 0) >= 0, "inference", "an object with 'max_iter', a whole number >= 0 "
+               "(the fine rounds the model was validated to run)")
     if c.problems:
         raise ModelPackageError(f"{path} breaks the model.json schema: {'; '.join(c.problems)}. {FIX}", fix=FIX)
 

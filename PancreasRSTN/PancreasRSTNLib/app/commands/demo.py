@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "pancreas model; with --phantom, the synthetic demo model)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--thr", type=float, default=0.99, help="stop when the inter-round DSC reaches this")
-    p.add_argument("--max-iter", type=int, default=10, help="maximum fine rounds")
+    p.add_argument("--max-iter", type=int, default=None,
+                   help="maximum fine rounds (default: the model's validated count, else 10)")
     p.add_argument("--no-resample", action="store_true", help="run at the CT's own spacing (reference behaviour)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty folder that is not a previous demo's output")

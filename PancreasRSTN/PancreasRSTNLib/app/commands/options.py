@@ -51,7 +51,8 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs the engine."""
     d = InferenceConfig()
     p.add_argument("--thr", type=float, default=d.thr, help="stop when the inter-round DSC reaches this")
-    p.add_argument("--max-iter", type=int, default=d.max_iter, help="maximum fine rounds")
+    p.add_argument("--max-iter", type=int, default=d.max_iter, help="maximum fine rounds (default: the model's "
+                   "validated count, model.json inference.max_iter, else the reference's 10)")
     p.add_argument("--prob-threshold", type=float, default=d.prob_threshold, help="probability threshold")
     p.add_argument("--margin", type=int, default=d.margin, help="crop margin in pixels of the model's grid")
     p.add_argument("--views", default=None, help="views to use, e.g. XYZ or Z (default: every view of the model)")

@@ -1,0 +1,59 @@
+"""A model's validated round count (model.json ``inference.max_iter``): the default of every surface, overridden by
+an explicit --max-iter, checked by the schema."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from helpers import demo_model_dir, tiny_package
+from PancreasRSTNLib.app.cli import main
+from PancreasRSTNLib.engine.config import REFERENCE_MAX_ITER, InferenceConfig
+from PancreasRSTNLib.engine.segmentation import build_engine
+from PancreasRSTNLib.errors import ModelPackageError
+from PancreasRSTNLib.io.model_package import load_model_package
+
+
+def _with_rounds(directory, max_iter):
+    package = tiny_package(directory)
+    meta = json.loads((package / "model.json").read_text())
+    meta["inference"] = {"max_iter": max_iter}
+    (package / "model.json").write_text(json.dumps(meta))
+    return package
+
+
+def test_unset_rounds_take_the_models_count_and_an_explicit_count_wins(tmp_path):
+    validated = load_model_package(_with_rounds(tmp_path / "v", 2))
+    plain = load_model_package(tiny_package(tmp_path / "p"))
+    assert validated.max_iter == 2 and plain.max_iter is None
+    assert build_engine(validated, InferenceConfig(), "cpu").config.max_iter == 2
+    assert build_engine(validated, None, "cpu").config.max_iter == 2
+    assert build_engine(validated, InferenceConfig(max_iter=5), "cpu").config.max_iter == 5
+    assert build_engine(validated, InferenceConfig(max_iter=0), "cpu").config.max_iter == 0
+    assert build_engine(plain, InferenceConfig(), "cpu").config.max_iter == REFERENCE_MAX_ITER == 10
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2"])
+def test_schema_refuses_a_bad_round_count(tmp_path, bad):
+    with pytest.raises(ModelPackageError, match="inference"):
+        load_model_package(_with_rounds(tmp_path / "m", bad))
+
+
+def test_segment_stops_at_the_models_count_unless_told(tmp_path, capsys):
+    """The synthetic demo model on a phantom (a real, non-empty mask), with thr 1.0 so only the count stops it."""
+    package = tmp_path / "m"
+    shutil.copytree(demo_model_dir(), package)
+    meta = json.loads((package / "model.json").read_text())
+    meta["inference"] = {"max_iter": 1}
+    (package / "model.json").write_text(json.dumps(meta))
+    ct = tmp_path / "ct.nii.gz"
+    assert main(["phantom", "-o", str(ct), "--seed", "5"]) == 0
+    capsys.readouterr()
+    reports = []
+    for extra, name in (([], "a"), (["--max-iter", "2"], "b")):
+        assert main(["segment", str(ct), "--model", str(package), "--thr", "1.0", "--device", "cpu", "--json",
+                     "-o", str(tmp_path / f"{name}.nii.gz"), *extra]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    assert [(r["fine_rounds"], r["stop_reason"]) for r in reports] == [(1, "max_iter"), (2, "max_iter")]
