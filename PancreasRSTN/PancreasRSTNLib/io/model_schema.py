@@ -94,9 +94,10 @@ def validate_metadata(meta: Mapping, path: Path) -> None:
         c.need(isinstance(meta["synthetic"], bool), "synthetic", "true or false")
     if "inference" in meta:
         inference = meta["inference"]
-        c.need(isinstance(inference, Mapping) and set(inference) <= {"max_iter"} and _whole(inference.get("max_iter", 0))
-               and inference.get("max_iter", 0) >= 0, "inference", "an object with 'max_iter', a whole number >= 0 "
-               "(the fine rounds the model was validated to run)")
+        rounds = inference.get("max_iter", 0) if isinstance(inference, Mapping) else None
+        c.need(isinstance(inference, Mapping) and set(inference) <= {"max_iter"} and _whole(rounds) and rounds >= 0,
+               "inference", "an object with 'max_iter', a whole number >= 0 (the fine rounds the model was validated "
+               "to run)")
     if c.problems:
         raise ModelPackageError(f"{path} breaks the model.json schema: {'; '.join(c.problems)}. {FIX}", fix=FIX)
 
