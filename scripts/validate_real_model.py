@@ -300,6 +300,13 @@ def ship(work: Path, recipe_name: str) -> Path:
             "totalseg_3mm_dsc_vs_model_made_labels_per_round": final["totalseg"],
         },
     })
+    config = meta["training"]["config"]
+    if config.get("pretrained_encoder"):  # a file name and its hash, not this machine's path
+        from PancreasRSTNLib.models.pretrained import file_sha256
+
+        config["pretrained_encoder"] = {"file": Path(config["pretrained_encoder"]).name,
+                                        "sha256": file_sha256(Path(config["pretrained_encoder"])),
+                                        "made_by": "scripts/convert_mobilenetv2.py"}
     meta["training"]["data"].update({"citation": CITATION, "wall_seconds": final["train_seconds"],
                                      "device": final["device"], "date": final["date"]})
     target = ROOT / "Resources" / "Models" / SHIPPED_NAME
