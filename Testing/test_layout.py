@@ -32,3 +32,14 @@ def test_old_flat_import_paths_are_gone_and_nothing_hooks_the_import_system():
     assert not [f for f in sys.meta_path if type(f).__module__.startswith(PancreasRSTNLib.__name__)]
     with pytest.raises(ImportError):
         from PancreasRSTNLib.evaluation import evaluate_case  # noqa: F401 - lives in evaluation.cases only
+
+
+def test_every_bundled_model_travels_with_a_non_editable_install():
+    """A model folder in Resources/Models that pyproject.toml's data-files leave out would be missing from
+    `pip install .`, and the demo would silently fall back to another model."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+    root = Path(__file__).resolve().parents[1]
+    data_files = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    shipped = {Path(target).name for target in data_files if target.startswith("share/pancreas-rstn/Models/")}
+    bundled = {p.name for p in (root / "Resources" / "Models").iterdir() if (p / "model.json").is_file()}
+    assert bundled and shipped == bundled
