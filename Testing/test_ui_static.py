@@ -72,5 +72,8 @@ def test_every_slicer_parameter_name_is_a_field_of_matching_type():
 def test_parameter_defaults_match_the_paper():
     text = MODULE.read_text(encoding="utf-8")
     assert re.search(r"convergenceThreshold: .* = 0\.99\b", text)
-    assert re.search(r"maxRounds: .* = 10\b", text)
+    # 0: "as validated for the model" (model.json inference.max_iter), else the paper's 10 (engine/config.py)
+    assert re.search(r"maxRounds: .* = 0\b", text)
+    assert re.search(r"REFERENCE_MAX_ITER = 10\b", (MODULE.parent / "PancreasRSTNLib" / "engine" / "config.py")
+                     .read_text(encoding="utf-8"))
     assert re.search(r"margin: .* = 20\b", text)
