@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from report_validation import emit  # noqa: E402
 
 
 def dsc(a: float, b: float) -> float:
@@ -90,10 +94,7 @@ def main() -> int:
                  if all("stop_rule_runs" in v for v in json.loads(p.read_text())["slices"].values())]
         if paths:
             out[recipe.name] = summarise(paths)
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(out, args.json)
     return 0
 
 

@@ -47,6 +47,14 @@ def summarise(work: Path, recipe: str, max_iter: int | None = None, only: set[in
             "volumes_3d": volumes, "totalseg_per_fold_model": [round(t, 4) for t in totalseg]}
 
 
+def emit(result: dict, path: Path | None) -> None:
+    """Print a report, and keep it in ``path`` when asked (the committed results under benchmarks/results/)."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if path:
+        path.write_text(text + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "validation")
@@ -58,10 +66,7 @@ def main() -> int:
     only = None if args.folds is None else {int(k) for k in args.folds.split(",")}
     out = {r.name: summarise(args.work, r.name, args.max_iter, only) for r in sorted(args.work.iterdir())
            if r.is_dir() and list(r.glob("fold*/scores.json"))}
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(out, args.json)
     return 0
 
 
