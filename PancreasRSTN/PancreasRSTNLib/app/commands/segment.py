@@ -175,7 +175,8 @@ def format_round(s: dict) -> str:
 
 
 def print_summary(summary: dict) -> None:
-    reason = {"converged": "converged", "max_iter": "reached --max-iter", "empty": "empty mask"}.get(
+    reason = {"converged": "converged", "empty": "empty mask",
+              "max_iter": "reached the round limit: --max-iter, or the model's validated count"}.get(
         summary["stop_reason"], summary["stop_reason"])
     print(f"model: {summary['model']} [{summary['model_source']}] {summary['model_path']}")
     if summary["model_spacing"] is None:
