@@ -43,7 +43,7 @@ from PancreasRSTNLib.engine.inference import InferenceConfig  # noqa: E402
 from PancreasRSTNLib.engine.resampling import Resampling  # noqa: E402
 from PancreasRSTNLib.engine.segmentation import GridMapping, build_engine, run_on_grid  # noqa: E402
 from PancreasRSTNLib.io.model_package import load_model_package  # noqa: E402
-from PancreasRSTNLib.training.augmentation import AugmentConfig  # noqa: E402
+from PancreasRSTNLib.training.augmentation import REAL_CT_AUGMENT, AugmentConfig  # noqa: E402
 from PancreasRSTNLib.training.data_cache import build_cache  # noqa: E402
 from PancreasRSTNLib.training.datasets import open_dataset  # noqa: E402
 from PancreasRSTNLib.training.jpeg_slices import fit_window_from_volumes, read_jpeg_slices  # noqa: E402
@@ -56,7 +56,7 @@ from PancreasRSTNLib.training.nih_slices import (  # noqa: E402
     training_slices,
 )
 from PancreasRSTNLib.training.patient_folds import check_no_leak, load_folds  # noqa: E402
-from PancreasRSTNLib.training.scanner_augmentation import PHASES, REAL_CT_SCANNER_AUGMENT, simulate_phase  # noqa: E402
+from PancreasRSTNLib.training.scanner_augmentation import PHASES, simulate_phase  # noqa: E402
 from PancreasRSTNLib.training.trainer import TrainCase, TrainConfig, train  # noqa: E402
 
 SPACING = (1.5, 1.5, 1.5)
@@ -64,7 +64,6 @@ VOLUMES = ("PANCREAS_0001", "PANCREAS_0002")
 CITATION = ("Roth HR, Farag A, Turkbey EB, Lu L, Liu J, Summers RM. Data From Pancreas-CT. The Cancer Imaging "
             "Archive, 2016. https://doi.org/10.7937/K9/TCIA.2016.tNB1kqBU (CC BY 4.0)")
 PRETRAINED = str(ROOT / "Resources" / "Pretrained" / "mobilenetv2_imagenet_encoder.safetensors")
-SCANNER_AUG = REAL_CT_SCANNER_AUGMENT
 LIGHT = {"backbone": "light", "backbone_kwargs": {"widths": [8, 16, 32, 64, 128], "norm": "instance"}}
 MOBILE = {"backbone": "mobilenet_unet", "backbone_kwargs": {}, "pretrained_encoder": PRETRAINED}
 
@@ -73,8 +72,7 @@ RECIPES: dict[str, dict] = {
     "old": {"data": {"sets": "first", "floor_hu": -100.0, "hu_window": (-100.0, 240.0)},
             "train": {**LIGHT, "augment": AugmentConfig(unenhanced_probability=0.3, fatty_organ_probability=0.3)}},
     "new": {"data": {"sets": "all", "floor_hu": None, "hu_window": (0.0, 255.0)},
-            "train": {**MOBILE, "augment": AugmentConfig(unenhanced_probability=0.0, fatty_organ_probability=0.2,
-                                                         scanner=SCANNER_AUG), "noisy": True}},
+            "train": {**MOBILE, "augment": REAL_CT_AUGMENT, "noisy": True}},
 }
 RECIPES["new_scratch"] = {"data": RECIPES["new"]["data"],
                           "train": {**RECIPES["new"]["train"], "pretrained_encoder": None}}

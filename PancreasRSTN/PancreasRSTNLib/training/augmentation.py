@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import RSTNError
-from .scanner_augmentation import ScannerAugmentConfig, scanner_augment
+from .scanner_augmentation import REAL_CT_SCANNER_AUGMENT, ScannerAugmentConfig, scanner_augment
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,8 @@ def _affine(image: torch.Tensor, label: torch.Tensor, zoom: float, angle: float,
     moved_label = F.grid_sample(label[None].float(), grid, mode="bilinear", padding_mode="zeros",
                                 align_corners=False)[0] >= 0.5
     return moved.to(image.dtype), moved_label.to(label.dtype)
+
+
+#: the shipped real-CT model's augmentations (``train --augment real-ct``; docs/models.md): the basic ones, a fatty
+#: organ, and the scanner and contrast-phase simulation
+REAL_CT_AUGMENT = AugmentConfig(fatty_organ_probability=0.2, scanner=REAL_CT_SCANNER_AUGMENT)

@@ -13,9 +13,8 @@ from ...errors import OptionsError, RSTNError
 from ...io.model_package import default_metadata
 from ...models.pretrained import DEFAULT_ENCODER_FILE, load_encoder_weights
 from ...phantom import canonical_spacing, parse_triple
-from ...training.augmentation import AugmentConfig
+from ...training.augmentation import REAL_CT_AUGMENT, AugmentConfig
 from ...training.config import DEFAULT_LR, TrainConfig
-from ...training.scanner_augmentation import REAL_CT_SCANNER_AUGMENT
 from ...training.schedule import ScheduleOptions
 from ...training.trainer import train
 from ...training.training_data import TrainCase, phantom_cases
@@ -260,7 +259,7 @@ def _augment_config(name: str | None) -> AugmentConfig | None:
     if name is None:
         return None
     if name == "real-ct":
-        return AugmentConfig(fatty_organ_probability=0.2, scanner=REAL_CT_SCANNER_AUGMENT)
+        return REAL_CT_AUGMENT
     return AugmentConfig()
 
 
