@@ -84,6 +84,10 @@ RECIPES["new_unenh"] = {"data": RECIPES["new"]["data"],
 #: the new recipe with the old recipe's HU handling: the JPEG floor (0) mapped to -100 HU, window -100..240, so
 #: that a fatty pancreas below 0 HU on a real CT stays visible
 RECIPES["new_floor"] = {"data": {**RECIPES["old"]["data"], "sets": "all"}, "train": RECIPES["new"]["train"]}
+#: new_floor whose noisy stage starts half its steps from a perturbed truth (training/prior_noise.py), so that the
+#: model can refine a person's rough mask (segment --prior)
+RECIPES["new_floor_prior"] = {"data": RECIPES["new_floor"]["data"],
+                              "train": {**RECIPES["new_floor"]["train"], "prior_noise": 0.5}}
 RECIPES["old_alldata"] = {"data": {**RECIPES["old"]["data"], "sets": "all"}, "train": RECIPES["old"]["train"]}
 
 

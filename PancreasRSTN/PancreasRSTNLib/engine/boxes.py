@@ -83,6 +83,16 @@ def boxes_from_projections(rows: torch.Tensor, cols: torch.Tensor, margin: int |
     return TripletBoxes(*cpu)
 
 
+def clip_boxes(boxes: TripletBoxes, lo: np.ndarray, hi: np.ndarray, axis: int) -> TripletBoxes:
+    """The boxes of a view (slices along canonical ``axis``) cut to the canonical region ``[lo, hi)``: triplets
+    centred outside it are dropped, the others' boxes shrink to fit inside it (a region of interest)."""
+    a_axis, b_axis = (a for a in range(3) if a != axis)
+    a0, a1 = np.maximum(boxes.a0, lo[a_axis]), np.minimum(boxes.a1, hi[a_axis])
+    b0, b1 = np.maximum(boxes.b0, lo[b_axis]), np.minimum(boxes.b1, hi[b_axis])
+    keep = (boxes.centres >= lo[axis]) & (boxes.centres < hi[axis]) & (a0 < a1) & (b0 < b1)
+    return TripletBoxes(boxes.centres[keep], a0[keep], a1[keep], b0[keep], b1[keep])
+
+
 def bucket_boxes(boxes: TripletBoxes, bucket: int, height: int, width: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Grow each box (with real image context) to a size rounded up to ``bucket`` so that triplets can be

@@ -41,9 +41,10 @@ from .batching import (
     run_in_batches,
     triplets_per_batch,
 )
-from .boxes import TripletBoxes, boxes_from_projections, mask_projections, view_projections
+from .boxes import TripletBoxes, boxes_from_projections, clip_boxes, mask_projections, view_projections
 from .config import CancelCallback, InferenceConfig, ProgressCallback
 from .fine_crops import CropBatch, CropPlan, SaliencyBox
+from .guidance import PRIOR_STAGE, Guidance, roi_bounds
 from .postprocess import keep_large_components
 from .results import RoundResult, SaliencyMaps
 from .triplets import accumulate_crops, accumulate_whole_slices, slice_weights, triplet_indices
@@ -105,6 +106,15 @@ class _RunState:
     oracle: torch.Tensor | None  # crop by this mask instead of the previous round's (evaluation)
     probability: torch.Tensor | None = None  # the previous round's
     mask: torch.Tensor | None = None
+    prior: torch.Tensor | None = None  # a person's round 0 (float probability), instead of the coarse round
+    roi: torch.Tensor | None = None  # every round's result is limited to this region
+    roi_bounds: tuple[np.ndarray, np.ndarray] | None = None  # its bounding box: the fine crops stay inside
+
+    def limit(self, probability: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A round's probability and mask, limited to the region of interest when there is one."""
+        if self.roi is None:
+            return probability, mask
+        return probability.mul_(self.roi), mask.logical_and_(self.roi)
 
     @property
     def crop_source(self) -> torch.Tensor:
@@ -162,22 +172,27 @@ class RSTNEngine:
         cancel: CancelCallback | None = None,
         *,
         oracle_mask: np.ndarray | None = None,
+        guidance: Guidance | None = None,
     ) -> Iterator[RoundResult]:
         """Segment a canonical (rows, cols, slices) HU volume, yielding the coarse round and every fine round.
 
         ``oracle_mask`` (evaluation only): the fine rounds crop by this mask (the ground truth) instead of the
-        previous round's, which gives the upper bound of the method; such crops never run dry."""
-        run = self._start(volume_hu, progress, cancel, oracle_mask)
-        result = self._coarse_round(run)
+        previous round's, which gives the upper bound of the method; such crops never run dry.
+        ``guidance`` (on this volume's grid): a prior replaces the coarse round (round 0, stage "prior"); a region
+        of interest limits every round's result and keeps the fine crops inside its bounding box."""
+        run = self._start(volume_hu, progress, cancel, oracle_mask, guidance)
+        result = self._prior_round(run) if run.prior is not None else self._coarse_round(run)
         yield result
         while result.stop_reason is None:
             result = self._fine_round(run, result.index + 1)
             yield result
 
     def _start(self, volume_hu: np.ndarray, progress: ProgressCallback | None, cancel: CancelCallback | None,
-               oracle_mask: np.ndarray | None) -> _RunState:
+               oracle_mask: np.ndarray | None, guidance: Guidance | None = None) -> _RunState:
         if volume_hu.ndim != 3 or min(volume_hu.shape) < 1:
             raise InputImageError(f"Expected a 3-D volume, got shape {volume_hu.shape}.")
+        guidance = guidance or Guidance()
+        guidance.check(volume_hu.shape, self.config.prob_threshold)
         if oracle_mask is not None and oracle_mask.shape != volume_hu.shape:
             raise InputImageError(f"The oracle mask's shape {oracle_mask.shape} differs from the volume's "
                                   f"{volume_hu.shape}.")
@@ -191,9 +206,26 @@ class RSTNEngine:
             oracle = torch.from_numpy(np.ascontiguousarray(oracle_mask, dtype=bool)).to(self.device)
         shape = volume.shape
         coarse_units = sum(shape[VIEW_AXES[v]] * math.prod(shape) / shape[VIEW_AXES[v]] for v in self.config.views)
+        fine_guess = 0.25 * max(1, self.config.max_iter)
         meter = _WorkMeter(progress or (lambda fraction, stage: None), cancel or (lambda: False),
-                           total=coarse_units * (1 + 0.25 * self.config.max_iter))
-        return _RunState(volume=volume, meter=meter, device_name=device_description(self.device), oracle=oracle)
+                           total=coarse_units * (fine_guess if guidance.prior is not None else 1 + fine_guess))
+        run = _RunState(volume=volume, meter=meter, device_name=device_description(self.device), oracle=oracle)
+        if guidance.prior is not None:
+            run.prior = torch.from_numpy(np.ascontiguousarray(guidance.prior, dtype=np.float32)).to(self.device)
+        if guidance.roi is not None:
+            run.roi = torch.from_numpy(np.ascontiguousarray(guidance.roi, dtype=bool)).to(self.device)
+            run.roi_bounds = roi_bounds(guidance.roi)
+        return run
+
+    def _prior_round(self, run: _RunState) -> RoundResult:
+        """Round 0 from a person's prior: its probability (limited to the region) and its mask at the threshold."""
+        run.probability, run.mask = run.limit(run.prior.clone(), run.prior >= self.config.prob_threshold)
+        run.prior = None  # the run holds it as its previous round now
+        stop = "max_iter" if self.config.max_iter == 0 else None
+        run.meter.report(PRIOR_STAGE, finished=stop is not None)
+        return RoundResult(index=0, stage=PRIOR_STAGE, probability=run.probability.cpu().numpy(),
+                           mask=run.mask.cpu().numpy(), saliency={}, crop_boxes={}, dsc_to_previous=None,
+                           seconds={}, device=run.device_name, converged=False, stop_reason=stop)
 
     def _coarse_round(self, run: _RunState) -> RoundResult:
         """Round 0: every triplet of every view through the coarse net, views averaged and thresholded."""
@@ -205,7 +237,7 @@ class RSTNEngine:
                 self._coarse_view(run, view, acc)
         with self._timed(seconds, "fusion"):
             run.probability = acc.div_(len(cfg.views))
-            run.mask = run.probability >= cfg.prob_threshold
+            run.probability, run.mask = run.limit(run.probability, run.probability >= cfg.prob_threshold)
         empty = run.oracle is None and not bool(run.mask.any())  # oracle crops never run dry
         stop = "empty" if empty else ("max_iter" if cfg.max_iter == 0 else None)
         run.meter.report("coarse", finished=stop is not None)
@@ -222,6 +254,8 @@ class RSTNEngine:
             projections = mask_projections(run.crop_source)
             boxes = {v: boxes_from_projections(*view_projections(projections, VIEW_AXES[v]), cfg.margin)
                      for v in cfg.views}
+            if run.roi_bounds is not None:
+                boxes = {v: clip_boxes(b, *run.roi_bounds, VIEW_AXES[v]) for v, b in boxes.items()}
         run.meter.learn_fine_cost(boxes, rounds_left=cfg.max_iter - index + 1)
         acc = torch.zeros(run.volume.shape, dtype=torch.float32, device=self.device)
         saliency: dict[str, SaliencyMaps] = {}
@@ -234,7 +268,7 @@ class RSTNEngine:
                 saliency[view] = maps
         with self._timed(seconds, "fusion"):
             probability = acc.div_(len(cfg.views))
-            mask = probability >= cfg.prob_threshold
+            probability, mask = run.limit(probability, probability >= cfg.prob_threshold)
         if cfg.postprocess:
             with self._timed(seconds, "postprocess"):
                 mask = keep_large_components(mask)

@@ -31,6 +31,7 @@ from ..models.clstm import SliceRefiner
 from ..models.intensity import HUWindow
 from .cai_inference import CaiEngine, RefinedEngine
 from .config import CancelCallback, InferenceConfig, ProgressCallback, RunSettings
+from .guidance import Guidance
 from .inference import RSTNEngine
 from .resampling import Resampling, needs_resampling
 from .results import RoundResult
@@ -238,13 +239,18 @@ def run_on_grid(
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
     oracle_mask: np.ndarray | None = None,
+    guidance: Guidance | None = None,
 ) -> Iterator[GridRound]:
     """Stream every round of ``engine`` on a canonical input-grid HU volume, brought to the model grid and back
-    as ``mapping`` says. ``oracle_mask`` (evaluation) is given on the input grid and resampled with the volume."""
+    as ``mapping`` says. ``oracle_mask`` (evaluation) and ``guidance`` (a person's prior and region) are given on
+    the input grid and resampled with the volume."""
+    if guidance is not None:
+        guidance.check(hu.shape, engine.config.prob_threshold)  # on the input grid, before any work
     model_hu = mapping.to_model(hu)
     oracle = None if oracle_mask is None else mapping.truth_to_model(oracle_mask)
-    del hu, oracle_mask  # with resampling, the caller's input-grid copies can go as soon as the caller lets them go
-    for result in engine.run(model_hu, progress=progress, cancel=cancel, oracle_mask=oracle):
+    model_guidance = None if guidance is None else guidance.to_model(mapping.resampling)
+    del hu, oracle_mask, guidance  # with resampling, the caller's input-grid copies can go as soon as it lets them
+    for result in engine.run(model_hu, progress=progress, cancel=cancel, oracle_mask=oracle, guidance=model_guidance):
         yield GridRound(result, mapping, engine.config.prob_threshold)
 
 
@@ -270,9 +276,10 @@ def segment_canonical(
 
 
 def _run_package(hu: np.ndarray, mapping: GridMapping, package: ModelPackage, settings: RunSettings,
-                 progress: ProgressCallback | None, cancel: CancelCallback | None = None) -> Iterator[GridRound]:
+                 progress: ProgressCallback | None, cancel: CancelCallback | None = None,
+                 guidance: Guidance | None = None) -> Iterator[GridRound]:
     engine = build_engine(package, settings.config, settings.device)
-    return run_on_grid(engine, hu, mapping, progress=progress, cancel=cancel)
+    return run_on_grid(engine, hu, mapping, progress=progress, cancel=cancel, guidance=guidance)
 
 
 class CheckedCT(NamedTuple):
@@ -297,15 +304,19 @@ def segment_image(
     *,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
+    guidance: Guidance | None = None,
 ) -> Iterator[GridRound]:
     """The stream of every round of the RSTN run on ``image``, mapped back onto the input grid, as ``settings``
     (the one record of a run's settings) ask.
 
     ``image`` is a ``CheckedCT`` (``prepare_ct``, already checked), or an image checked here as a CT in HU
-    (unless ``settings.allow_non_ct``), at once, before any work."""
+    (unless ``settings.allow_non_ct``), at once, before any work. ``guidance`` (``guidance_input.py``, on the
+    CT's canonical grid): a person's prior in place of the coarse round, and a region of interest."""
     settings = settings or RunSettings()
     check_rstn_package(package)
     hu, geometry = image if isinstance(image, CheckedCT) else prepare_ct(image, settings.allow_non_ct)
     mapping = GridMapping.for_input(hu.shape, geometry.canonical_spacing, package.spacing,
                                     resample=settings.resample, geometry=geometry)
-    return _run_package(hu, mapping, package, settings, progress, cancel)
+    if guidance is not None:  # refused now, not when the caller first asks for a round
+        guidance.check(hu.shape, (settings.config or InferenceConfig()).prob_threshold)
+    return _run_package(hu, mapping, package, settings, progress, cancel, guidance)

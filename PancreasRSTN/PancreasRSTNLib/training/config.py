@@ -67,6 +67,9 @@ class TrainConfig:
     pretrained_encoder: str | None = None
     #: RSTN training samples per optimiser step (their losses averaged: a batch, under instance normalisation)
     samples_per_step: int = 1
+    #: in stage N, the share of steps whose fine rounds start from a perturbed truth (a person's rough mask:
+    #: prior_noise.py) instead of the coarse prediction; 0: the paper's noisy stage alone
+    prior_noise: float = 0.0
     # Cai et al.'s system and the refiner (methods "cai", "rstn+biclstm")
     refiner_direction: str = "bi"  # "bi" (TMI) or "forward" (MICCAI 2017)
     refiner_window: int | None = None  # forward only: slices t-w .. t (MICCAI: 3); None: the whole volume
@@ -86,6 +89,10 @@ class TrainConfig:
         if self.spacing is not None:
             self.spacing = tuple(float(v) for v in self.spacing)
         self._check_schedule()
+        if not 0.0 <= self.prior_noise <= 1.0:
+            raise RSTNError(f"--prior-noise {self.prior_noise}: give a share in [0, 1].")
+        if self.prior_noise > 0 and not any(m == "N" for m, _ in self.schedule):
+            raise RSTNError("--prior-noise acts in the noisy stage only: add --noisy-steps N.")
         if self.samples_per_step < 1:
             raise RSTNError(f"--samples-per-step {self.samples_per_step}: give 1 or more.")
         if self.optimizer not in ("sgd", "adamw"):

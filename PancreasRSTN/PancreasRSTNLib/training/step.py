@@ -56,7 +56,10 @@ class StepModule(nn.Module):
         return F.pad(prob, (b0, w - b1, a0, h - a1))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, mode: str, margins: np.ndarray,
-                c2f_box: Box | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                c2f_box: Box | None = None, prior: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The joint loss; ``prior`` (stage N, a perturbed truth) replaces the coarse prediction as the first fine
+        round's previous probability, as a person's mask does at refinement time."""
         model = self.model
         prob = torch.sigmoid(model.coarse(x).float())
         coarse_loss = self.loss_fn(prob, y)
@@ -66,7 +69,7 @@ class StepModule(nn.Module):
             fine_loss = self.loss_fn(fine, y)
             return coarse_loss + fine_loss, coarse_loss, fine_loss  # independent nets: plain sum
         total = self.w0 * coarse_loss
-        prev = prob
+        prev = prob if prior is None else prior
         label_box = bounding_box(label_np, margins)
         fine_loss = coarse_loss
         for _ in range(self.T):
@@ -125,6 +128,7 @@ class StepInput:
     y: torch.Tensor
     margins: np.ndarray
     c2f_box: Box | None = None
+    prior: torch.Tensor | None = None  # stage N: a perturbed truth to start the fine rounds from
 
 
 def sample_tensors(case: TrainCase, view: str, j: int, cfg: TrainConfig, rng: np.random.Generator

@@ -31,6 +31,7 @@ from .checkpoints import TrainingState, initial_model
 from .config import TrainConfig
 from .losses import get_loss
 from .optimizer import make_optimizer
+from .prior_noise import corrupt_prior
 from .schedule import LRFactor, stage_at
 from .step import (
     Precision,
@@ -107,7 +108,10 @@ class ViewTraining(StepLoop):
         if self.c2f_boxes is not None:
             frame = rng.integers(cfg.c2f_frame[0], cfg.c2f_frame[1] + 1, size=4)
             c2f_box = framed_box(self.c2f_boxes[sample.case], frame, tuple(x.shape[-2:]))
-        return StepInput(mode, x, y, margins, c2f_box)
+        prior = None
+        if mode == "N" and cfg.prior_noise > 0 and rng.random() < cfg.prior_noise:  # no draw when off: old runs
+            prior = corrupt_prior(y, rng)                                             # replay bit for bit
+        return StepInput(mode, x, y, margins, c2f_box, prior)
 
     def train_step(self, inputs: list[StepInput]) -> tuple[torch.Tensor, ...]:
         """Forward (the unrolled joint loss of each sample, averaged) under autocast, then one update; returns
@@ -116,7 +120,7 @@ class ViewTraining(StepLoop):
         parts = []
         with torch.autocast(self.device.type, dtype=precision.dtype, enabled=precision.enabled):
             for i in inputs:
-                parts.append(self.step_module(i.x, i.y, i.mode, i.margins, i.c2f_box))
+                parts.append(self.step_module(i.x, i.y, i.mode, i.margins, i.c2f_box, i.prior))
         losses = tuple(sum(p[j] for p in parts) / len(parts) for j in range(3)) if len(parts) > 1 else parts[0]
         apply_gradients(losses[0], self.state)
         return losses

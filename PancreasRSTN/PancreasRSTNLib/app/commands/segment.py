@@ -12,12 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ...devices import resolve_device
 from ...engine.batching import precision_name
+from ...engine.guidance import Guidance, change_from_prior
+from ...engine.guidance_input import guidance_from_images, roi_from_argument
 from ...engine.segmentation import GridRound, prepare_ct, segment_image
-from ...errors import InputImageError
+from ...errors import InputImageError, OptionsError
+from ...io.geometry import CanonicalGeometry
 from ...io.outputs import OutputPlan, json_text
-from ...io.volume_io import read_input
+from ...io.volume_io import read_image, read_input
 from ...organs import get_organ
 from ...progress import Progress, progress_mode
 from ..cohort import is_cohort_input
@@ -59,6 +64,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-missing-slices", action="store_true",
                    help="segment a DICOM series with missing or unreadable slices anyway (with a warning: its slice "
                    "spacing is averaged over the gap, so the mask may not line up with the CT there)")
+    guide = p.add_argument_group("refine a person's mask (one CT; docs/refinement.md)")
+    guide.add_argument("--prior", metavar="MASK",
+                       help="start the fine rounds from this mask instead of the coarse round (round 0 becomes "
+                       "'prior'): a label map or a probability map in [0, 1] on the CT's own grid; a mask contoured "
+                       "on some axial slices only is filled between them first")
+    guide.add_argument("--prior-label", type=int, default=None, metavar="N",
+                       help="the label value of the organ in --prior (default: its one non-zero value)")
+    guide.add_argument("--roi", metavar="BOX|FILE",
+                       help="limit the result to a region: x0,x1,y0,y1,z0,z1 in LPS mm (write --roi=-50,... when "
+                       "it starts with a minus), a Slicer markups ROI (.mrk.json) or a mask on the CT's grid; the "
+                       "fine crops stay inside it")
     add_cohort_arguments(p)
     add_run_options(p)
     p.set_defaults(func=run, interrupt_note=REMOVED_NOTE)
@@ -68,9 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 REMOVED_NOTE = "what this run had written was removed, and nothing else"
 
 
-def round_summary(r: GridRound) -> dict:
-    """One round as the summary reports it: voxels and volume on the input grid."""
-    return {
+def round_summary(r: GridRound, prior_mask: np.ndarray | None = None) -> dict:
+    """One round as the summary reports it: voxels and volume on the input grid; with a prior, also the DSC to
+    the person's mask and the volume change from it."""
+    summary = {
         "round": r.index,
         "stage": r.stage,
         "voxels": r.voxel_count,
@@ -78,16 +95,46 @@ def round_summary(r: GridRound) -> dict:
         "dsc_to_previous": None if r.dsc_to_previous is None else round(r.dsc_to_previous, 5),
         "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
     }
+    if prior_mask is not None:
+        dsc, change = change_from_prior(prior_mask, r.canonical_mask, r.mapping.voxel_ml)
+        summary.update({"dsc_to_prior": round(dsc, 5), "volume_change_ml": round(change, 3)})
+    return summary
+
+
+def check_guidance_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before anything is read, guidance options that cannot apply."""
+    if args.prior_label is not None and not args.prior:
+        raise OptionsError("--prior-label names a label of --prior: give --prior MASK too.")
+    if (args.prior or args.roi) and is_cohort_input(args.input):
+        raise OptionsError("--prior and --roi steer one CT: give a CT file or DICOM folder, not a cohort.")
+    if args.prior and not Path(args.prior).exists():
+        raise OptionsError(f"--prior {args.prior}: no such file. Give a mask file on the CT's grid.")
+
+
+def read_guidance(args: argparse.Namespace, ct: CanonicalGeometry) -> Guidance | None:
+    """The --prior and --roi of this run on the CT's canonical grid, checked (``guidance_input.py``)."""
+    if not (args.prior or args.roi):
+        return None
+    roi, roi_report = roi_from_argument(args.roi, ct) if args.roi else (None, None)
+    prior = read_image(args.prior) if args.prior else None
+    guidance = guidance_from_images(ct, prior, args.prior_label, roi, roi_report)
+    if args.prior:
+        guidance.report["prior"]["file"] = str(args.prior)
+    return guidance
 
 
 def run(args: argparse.Namespace) -> int:
     config_from_args(args).validate()  # refused options first: before any file is touched
+    check_guidance_arguments(args)
     if is_cohort_input(args.input):
         return run_cohort_command(args)
     started = time.perf_counter()
     plan = OutputPlan(overwrite=args.overwrite)  # every output checked before the model or the image is read
     try:
         plan.protect(args.input, "The input")  # ... and none may be the input or lie in its folder
+        for path, what in ((args.prior, "The --prior mask"), (args.roi, "The --roi file")):
+            if path and Path(path).exists():
+                plan.protect(path, what)
         output = plan.file(args.output, "The output (-o)")
         probability = plan.file(args.probability, "The --probability output") if args.probability else None
         save_dir = (plan.folder(args.save_iterations, "The --save-iterations folder", claims=ROUND_FILES)
@@ -122,12 +169,14 @@ def _segment_one_ct(args: argparse.Namespace, plan: OutputPlan, output: Path, pr
         raise InputImageError(f"{exc} ({'; '.join(input_warnings)})" if input_warnings else str(exc),
                               fix=exc.fix) from exc
     del image  # the run needs only the canonical copy
+    guidance = read_guidance(args, ct.geometry)  # refused here, before the model runs
+    prior_mask = None if guidance is None or guidance.prior is None else guidance.prior >= 0.5
     label_value = get_organ(package.organ).label_value  # the one rule (organs.py)
     rounds: list[dict] = []
     last: GridRound | None = None
     with Progress(progress_mode(args.quiet or args.json)) as bar:
-        for r in segment_image(ct, package, settings, progress=bar.update):
-            rounds.append(round_summary(r))
+        for r in segment_image(ct, package, settings, progress=bar.update, guidance=guidance):
+            rounds.append(round_summary(r, prior_mask))
             bar.line(format_round(rounds[-1]))
             if save_dir:
                 save_round(r, plan.staged_folder(save_dir), label_value, overwrite=True)
@@ -157,6 +206,8 @@ def _segment_one_ct(args: argparse.Namespace, plan: OutputPlan, output: Path, pr
         "precision": precision_name(settings.config.precision, resolve_device(settings.device)),
         "threads": torch_threads(),
         "input_warnings": input_warnings,
+        "prior": None if guidance is None else guidance.report.get("prior"),
+        "roi": None if guidance is None else guidance.report.get("roi"),
         "rounds": rounds,
         "fine_rounds": fine_rounds(last),
         "refined": last.stage == "refine",
@@ -170,6 +221,8 @@ def _segment_one_ct(args: argparse.Namespace, plan: OutputPlan, output: Path, pr
 
 def format_round(s: dict) -> str:
     dsc = "" if s["dsc_to_previous"] is None else f", DSC to previous {s['dsc_to_previous']:.4f}"
+    if s.get("dsc_to_prior") is not None and s["stage"] != "prior":
+        dsc += f", DSC to prior {s['dsc_to_prior']:.4f} ({s['volume_change_ml']:+.2f} ml)"
     return (f"round {s['round']} ({s['stage']}): {s['voxels']} voxels, {s['volume_ml']:.2f} ml{dsc}, "
             f"{sum(s['seconds'].values()):.2f} s")
 

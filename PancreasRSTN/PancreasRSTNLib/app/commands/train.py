@@ -105,6 +105,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "slices per view")
     p.add_argument("--noisy-steps", type=int, default=0, help="steps of fine-tuning with noisy data (mode N) after J")
     p.add_argument("--noisy-lr-factor", type=float, default=0.1, help="LR multiplier during the noisy stage (mode N)")
+    p.add_argument("--prior-noise", type=float, default=0.0, metavar="SHARE",
+                   help="share of noisy-stage steps whose fine rounds start from a perturbed truth (dilated, eroded, "
+                   "shifted, boxed or blurred), so the model can refine a person's rough mask (segment --prior); "
+                   "needs --noisy-steps; default 0")
     p.add_argument("--j-decay-every", type=int, default=None, help="halve the LR every N steps in J (default: 2 epochs "
                    "with --epochs, never with --steps)")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
@@ -238,7 +242,7 @@ def _train_config(args: argparse.Namespace, views: tuple[str, ...], schedule: tu
     return TrainConfig(
         views=views, backbone=backbone, backbone_kwargs=backbone_kwargs, method=args.method, T=args.T,
         loss="jaccard" if sequence_method else args.loss, schedule=schedule, j_decay_every=j_decay,
-        noisy_lr_factor=args.noisy_lr_factor,
+        noisy_lr_factor=args.noisy_lr_factor, prior_noise=args.prior_noise,
         optimizer="adamw" if sequence_method else args.optimizer,
         lr=args.lr if args.lr is not None else DEFAULT_LR["adamw" if sequence_method else args.optimizer],
         coarse_lr_ratio=args.coarse_lr_ratio, momentum=args.momentum, weight_decay=args.weight_decay,

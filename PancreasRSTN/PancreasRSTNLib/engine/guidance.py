@@ -1,0 +1,93 @@
+"""What a person gives a run besides the CT: a prior mask that takes the coarse round's place, and a region of
+interest that limits where the organ may be.
+
+Why: RSTN's fine stage turns the previous round's probability into the saliency that steers the next round, so
+a mask a person drew, corrected or contoured on a few slices can be that previous round (round 0, stage
+"prior"), and the recurrence refines it. A region of interest keeps a wrong coarse hit elsewhere in the body out
+of the first fine round and keeps the fine crops inside it.
+
+The arrays are canonical (rows, cols, slices) and lie on the grid of the arrays they go with: the input grid
+when built (``io/guidance_io.py``), the model grid inside the engine (``to_model``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import InputImageError
+from ..overlap import dice
+
+if TYPE_CHECKING:
+    from .resampling import Resampling
+
+#: the stage name of round 0 when it is a person's prior, in every output, table and plot
+PRIOR_STAGE = "prior"
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """A prior (float32 probability in [0, 1]; a binary mask is 0/1) and/or a region of interest (bool), both
+    canonical; ``report`` says what the person gave, for summaries (JSON)."""
+
+    prior: np.ndarray | None = None
+    roi: np.ndarray | None = None
+    report: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.prior is not None:
+            object.__setattr__(self, "prior", np.asarray(self.prior, dtype=np.float32))
+        if self.roi is not None:
+            object.__setattr__(self, "roi", np.asarray(self.roi, dtype=bool))
+
+    @property
+    def empty(self) -> bool:
+        return self.prior is None and self.roi is None
+
+    def check(self, shape: tuple[int, ...], threshold: float = 0.5) -> None:
+        """Refuse, before any work, guidance that cannot steer a run on a volume of ``shape``."""
+        for name, array in (("prior", self.prior), ("region of interest", self.roi)):
+            if array is not None and tuple(array.shape) != tuple(shape):
+                raise InputImageError(f"The {name} has shape {array.shape}, the CT {tuple(shape)}. Give a mask on "
+                                      "the CT's own grid (same size, spacing, origin and direction).")
+        if self.prior is not None:
+            if not np.isfinite(self.prior).all() or self.prior.min() < 0 or self.prior.max() > 1:
+                raise InputImageError("The prior holds values outside [0, 1] or NaNs. Give a label map (with "
+                                      "--prior-label) or a probability map in [0, 1].")
+            if not (self.prior >= threshold).any():
+                raise InputImageError("The prior is empty: no voxel of the organ. Give a mask that holds the "
+                                      "organ, or run without --prior.")
+        if self.roi is not None and not self.roi.any():
+            raise InputImageError("The region of interest misses the image: not one CT voxel lies inside it. Give "
+                                  "a box in the CT's physical (LPS mm) coordinates, or a mask on its grid.")
+        if self.prior is not None and self.roi is not None and not (self.prior[self.roi] >= threshold).any():
+            raise InputImageError("The prior lies wholly outside the region of interest. Move the region so that "
+                                  "it holds the organ, or run without it.")
+
+    def to_model(self, resampling: Resampling | None) -> Guidance:
+        """The same guidance on the model grid (linear resampling; the region thresholded at half a voxel)."""
+        if resampling is None:
+            return self
+        prior = None if self.prior is None else resampling.to_model(self.prior, default=0.0, dtype=np.float32)
+        roi = None if self.roi is None else resampling.mask_to_model(self.roi)
+        if roi is not None and not roi.any():  # a region thinner than a model voxel: keep its nearest voxels
+            roi = resampling.to_model(self.roi.astype(np.float32), default=0.0) > 0
+        return Guidance(None if prior is None else np.clip(prior, 0.0, 1.0), roi, self.report)
+
+
+def roi_bounds(roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi): the half-open bounding box of a non-empty canonical region, per axis."""
+    lo, hi = [], []
+    for axis in range(roi.ndim):
+        present = np.flatnonzero(roi.any(axis=tuple(a for a in range(roi.ndim) if a != axis)))
+        lo.append(int(present[0]))
+        hi.append(int(present[-1]) + 1)
+    return np.array(lo), np.array(hi)
+
+
+def change_from_prior(prior_mask: np.ndarray, mask: np.ndarray, voxel_ml: float) -> tuple[float, float]:
+    """(DSC to the person's mask, volume change in ml) of a round's mask: what the refinement changed."""
+    change = (int(np.count_nonzero(mask)) - int(np.count_nonzero(prior_mask))) * voxel_ml
+    return dice(prior_mask, mask, empty=1.0), change
