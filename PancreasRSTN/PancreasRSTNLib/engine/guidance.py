@@ -4,7 +4,8 @@ interest that limits where the organ may be.
 Why: RSTN's fine stage turns the previous round's probability into the saliency that steers the next round, so
 a mask a person drew, corrected or contoured on a few slices can be that previous round (round 0, stage
 "prior"), and the recurrence refines it. A region of interest keeps a wrong coarse hit elsewhere in the body out
-of the first fine round and keeps the fine crops inside it.
+of the first fine round and keeps the fine crops inside it (with the crop margin of context around it, as the
+fine network was trained with: a crop cut at an organ's edge loses the organ).
 
 The arrays are canonical (rows, cols, slices) and lie on the grid of the arrays they go with: the input grid
 when built (``io/guidance_io.py``), the model grid inside the engine (``to_model``).

@@ -254,8 +254,9 @@ class RSTNEngine:
             projections = mask_projections(run.crop_source)
             boxes = {v: boxes_from_projections(*view_projections(projections, VIEW_AXES[v]), cfg.margin)
                      for v in cfg.views}
-            if run.roi_bounds is not None:
-                boxes = {v: clip_boxes(b, *run.roi_bounds, VIEW_AXES[v]) for v, b in boxes.items()}
+            if run.roi_bounds is not None:  # inside the region and the context margin the fine net was trained with
+                lo, hi = run.roi_bounds
+                boxes = {v: clip_boxes(b, lo - cfg.margin, hi + cfg.margin, VIEW_AXES[v]) for v, b in boxes.items()}
         run.meter.learn_fine_cost(boxes, rounds_left=cfg.max_iter - index + 1)
         acc = torch.zeros(run.volume.shape, dtype=torch.float32, device=self.device)
         saliency: dict[str, SaliencyMaps] = {}
