@@ -266,9 +266,22 @@ def run_fold(data: Data, recipe_name: str, fold: int | None, folds: list[list[st
     return result
 
 
-SHIPPED_NAME = "pancreas-nih-mobilenet-1.5mm"
-#: fine rounds the shipped model runs by default: chosen on validation folds 0-1 (scripts/report_stop_rules.py)
-SHIPPED_MAX_ITER = 2
+#: recipe -> (the bundled model's name, the fine rounds it runs by default: chosen on validation folds with
+#: scripts/report_stop_rules.py, and what its model card says of it)
+SHIPPED = {
+    "new": ("pancreas-nih-mobilenet-1.5mm", 2,
+            "RSTN for the pancreas in contrast-enhanced abdominal CT: a U-Net whose encoder starts from ImageNet's "
+            "MobileNetV2, trained at 1.5 mm on all expert-labelled NIH Pancreas-CT data (the 2 volumes and 984 "
+            "distinct JPEG slices of 61 patients) with scanner and contrast-phase augmentations. Weak on unenhanced "
+            "CTs with a fatty pancreas (below 0 HU)."),
+    "new_floor_prior": ("pancreas-nih-mobilenet-prior-1.5mm", 1,
+                        "RSTN for the pancreas in abdominal CT: a U-Net whose encoder starts from ImageNet's "
+                        "MobileNetV2, trained at 1.5 mm on all expert-labelled NIH Pancreas-CT data (the 2 volumes "
+                        "and 984 distinct JPEG slices of 61 patients; HU window -100..240) with scanner and "
+                        "contrast-phase augmentations, and a noisy stage half of whose steps start from perturbed "
+                        "truths, so that it can refine a person's rough mask (segment --prior). Weak on unenhanced "
+                        "CTs with a fatty pancreas."),
+}
 MAX_SHIPPED_MB = 20.0
 
 
@@ -277,28 +290,26 @@ def ship(work: Path, recipe_name: str) -> Path:
     model saw every patient, so its accuracy is its recipe's, measured on held-out patients) and its round limit."""
     import shutil
 
+    name, max_iter, description = SHIPPED[recipe_name]
     source = work / recipe_name / "final"
     validation = json.loads((ROOT / "benchmarks" / "results" / "real_ct_validation.json").read_text())[recipe_name]
     stop_rules = json.loads((ROOT / "benchmarks" / "results" / "stop_rule_validation.json").read_text())[recipe_name]
     final = json.loads((source / "scores.json").read_text())
     meta = json.loads((source / "model" / "model.json").read_text())
     meta.update({
-        "name": SHIPPED_NAME,
-        "description": "RSTN for the pancreas in contrast-enhanced abdominal CT: a U-Net whose encoder starts from "
-                       "ImageNet's MobileNetV2, trained at 1.5 mm on all expert-labelled NIH Pancreas-CT data (the "
-                       "2 volumes and 984 distinct JPEG slices of 61 patients) with scanner and contrast-phase "
-                       "augmentations. Weak on unenhanced CTs with a fatty pancreas (below 0 HU).",
+        "name": name,
+        "description": description,
         "intended_use": "Research only. Not a medical device; not for diagnosis or treatment decisions. Review "
                         "and correct every result.",
         "synthetic": False,
-        "inference": {"max_iter": SHIPPED_MAX_ITER},
+        "inference": {"max_iter": max_iter},
         "evaluation": {
             "held_out_dsc": validation["final_round"]["native"]["mean"],
             "protocol": "its recipe's patient-level 5-fold cross-validation over 61 NIH patients "
                         "(benchmarks/splits/nih61_5fold.json; 1000-step schedule per fold, 10 fine rounds); pooled "
                         "2-D DSC over each held-out patient's labelled slices, mean over patients",
             "held_out_patient_level": validation,
-            "stop_rule_validation": {"max_iter": SHIPPED_MAX_ITER, **stop_rules},
+            "stop_rule_validation": {"max_iter": max_iter, **stop_rules},
             "totalseg_3mm_dsc_vs_model_made_labels_per_round": final["totalseg"],
         },
     })
@@ -311,7 +322,7 @@ def ship(work: Path, recipe_name: str) -> Path:
                                         "made_by": "scripts/convert_mobilenetv2.py"}
     meta["training"]["data"].update({"citation": CITATION, "wall_seconds": final["train_seconds"],
                                      "device": final["device"], "date": final["date"]})
-    target = ROOT / "Resources" / "Models" / SHIPPED_NAME
+    target = ROOT / "Resources" / "Models" / name
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source / "model", staging)
@@ -339,8 +350,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--ship", action="store_true", help=f"with --final: copy the model to Resources/Models/"
-                        f"{SHIPPED_NAME} with its model card fields")
+    parser.add_argument("--ship", action="store_true", help="with --final: copy the model to Resources/Models/<its "
+                        "name in SHIPPED> with its model card fields")
     parser.add_argument("--rescore", action="store_true", help="score again even if scores.json exists")
     args = parser.parse_args()
     if args.threads:
