@@ -360,3 +360,31 @@ def _rotation_z(degrees: float, centre) -> object:
     transform.Translate(*centre)
     transform.RotateZ(degrees)
     return transform.GetMatrix()
+
+
+def test_a_refine_that_fails_mid_run_removes_what_it_made_and_keeps_the_segment(panel, scene, qtbot, always_on,
+                                                                                caplog, monkeypatch):
+    """Injected: the engine fails after round 0 (the person's segment) has been shown."""
+    import PancreasRSTNLib.engine.segmentation as segmentation
+
+    real = segmentation.segment_image
+
+    def failing(*args, **kwargs):
+        for result in real(*args, **kwargs):
+            yield result
+            raise RuntimeError("injected failure after the prior round")
+
+    monkeypatch.setattr(segmentation, "segment_image", failing)
+    ct = _ct(scene)
+    seg = _segmentation(scene.scene, ct)
+    segment_id = seg.GetSegmentation().GetNthSegmentID(0)
+    before, nodes = _state_of(scene.scene, seg, ct), _nodes(scene.scene)
+    _choose(panel, seg, segment_id)
+    with caplog.at_level(logging.ERROR):
+        _run(panel, qtbot, ct)
+    assert panel.ui.statusLabel.text == "Failed." and panel.segment.result is None
+    assert any("injected failure" in r.getMessage() for r in caplog.records)
+    from PancreasRSTNSlicerLib.scene_nodes import organ_color_table
+
+    assert _nodes(scene.scene) - nodes <= {organ_color_table(scene.scene)[0].GetID()}
+    assert _state_of(scene.scene, seg, ct) == before
