@@ -46,6 +46,9 @@ class PancreasRSTNParameterNode:
     """GUI state saved with the scene. Names match the SlicerParameterName properties of the .ui file."""
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
+    refineSegmentation: slicer.vtkMRMLSegmentationNode  # Refine from segment: the person's segmentation...
+    refineSegment: str = ""  # ...and the ID of its segment to refine (never modified)
+    roi: slicer.vtkMRMLMarkupsROINode  # Limit to ROI (Segment and Refine)
     organ: str = "pancreas"
     convergenceThreshold: Annotated[float, WithinRange(0.5, 1.0)] = 0.99
     maxRounds: Annotated[int, WithinRange(0, 50)] = 0
@@ -113,6 +116,7 @@ class PancreasRSTNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.segment.cancel()
+        self.segment.release()
         self.removeObservers()
         self.setParameterNode(None)
 

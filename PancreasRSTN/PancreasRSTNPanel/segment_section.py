@@ -1,6 +1,7 @@
 """The Segment and Results sections: the organ and device choice, a run (started, polled from a timer, cancelled,
-its errors shown, an out-of-memory run offered again on the CPU), and its results (round slider, saliency maps,
-the DSC plot, the Segment Editor, exports)."""
+its errors shown, an out-of-memory run offered again on the CPU), a refinement of a person's segment ("Refine
+from segment") and a region that limits either ("Limit to ROI", "ROI around segment"), and the results (round
+slider, saliency maps, the DSC plot, the Segment Editor, exports)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import qt
 import slicer
 
 from PancreasRSTNSlicerLib import display
+from PancreasRSTNSlicerLib.guidance_nodes import GuidanceNodes, segments
 from PancreasRSTNSlicerLib.logic import RunOptions
 from PancreasRSTNSlicerLib.run_controller import Progressed, RoundShown, RunController, RunFinished
 
@@ -34,8 +36,14 @@ class SegmentSection:
         self.runs = RunController(logic)
         self.rounds: list = []
         self.result = self.timer = self.dicom_dialog = None
+        self.refining = False  # the current (or last) run refines a person's segment
+        self._segments_shown: tuple = ()  # (segmentation ID, its segments) the segment list shows
+        self._observed = None  # (segmentation node, observer tags): its segments are followed
         for widget, signal, slot in (
             ("segmentButton", "clicked(bool)", self.start), ("cancelButton", "clicked(bool)", self.cancel),
+            ("refineButton", "clicked(bool)", self.refine),
+            ("roiAroundSegmentButton", "clicked(bool)", self.roi_around_segment),
+            ("refineSegmentComboBox", "currentIndexChanged(int)", self.segment_chosen),
             ("organComboBox", "currentIndexChanged(int)", self.organ_changed),
             ("deviceComboBox", "currentIndexChanged(int)", self.device_changed),
             ("roundSlider", "valueChanged(int)", self.show_round),
@@ -67,7 +75,78 @@ class SegmentSection:
         self.ui.cancelButton.enabled = self.runs.running
         self.ui.segmentButton.toolTip = "Run RSTN on the input volume." if ready else (
             "Select an input CT volume, an organ with an installed model and at least one view.")
+        self.ui.refineButton.enabled = ready and not self.runs.running
+        self.ui.roiAroundSegmentButton.enabled = not self.runs.running
+        self.update_segments()
         self.device_changed()
+
+    # ------------------------------------------------------------------ refine from segment, limit to ROI
+    def update_segments(self) -> None:
+        """The segment list follows the chosen segmentation node and its segments (added, removed, renamed)."""
+        p = self.parameters()
+        node = p.refineSegmentation if p else None
+        self._observe(node)
+        shown = (node.GetID() if node is not None else "", tuple(segments(node)))
+        if shown == self._segments_shown:
+            return
+        self._segments_shown = shown
+        combo = self.ui.refineSegmentComboBox
+        combo.blockSignals(True)
+        combo.clear()
+        for segment_id, name in shown[1]:
+            combo.addItem(name, segment_id)
+        combo.blockSignals(False)
+        wanted = combo.findData(p.refineSegment) if p and p.refineSegment else -1
+        combo.currentIndex = wanted if wanted >= 0 else (0 if shown[1] else -1)
+        self.segment_chosen()
+
+    def _observe(self, node) -> None:
+        import vtk
+
+        if self._observed is not None and self._observed[0] is node:
+            return
+        if self._observed is not None:
+            old, tags = self._observed
+            for tag in tags:
+                old.RemoveObserver(tag)
+        self._observed = None
+        if node is not None:
+            events = (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved,
+                      slicer.vtkSegmentation.SegmentModified, vtk.vtkCommand.ModifiedEvent)
+            self._observed = (node, [node.AddObserver(e, lambda *args: self.update_segments()) for e in events])
+
+    def release(self) -> None:
+        """Stop following the segmentation node (the panel is cleaned up)."""
+        self._observe(None)
+
+    def segment_chosen(self, index: int = -1) -> None:
+        segment_id = self.ui.refineSegmentComboBox.currentData or ""
+        p = self.parameters()
+        if p is not None and p.refineSegment != segment_id:
+            p.refineSegment = segment_id
+
+    def guidance(self, refine: bool) -> GuidanceNodes | None:
+        """What the person chose for this run: the segment to refine (Refine) and the ROI (both)."""
+        p = self.parameters()
+        if not refine:
+            return GuidanceNodes(roi=p.roi) if p.roi is not None else None
+        # no segmentation or segment chosen: the Logic refuses it before anything is made
+        return GuidanceNodes(p.refineSegmentation, self.ui.refineSegmentComboBox.currentData or "", p.roi, refine=True)
+
+    def refine(self) -> None:
+        """A new run whose round 0 is the chosen segment (stage "prior"); the segment itself is never changed."""
+        self._start(refine=True)
+
+    def roi_around_segment(self) -> None:
+        p = self.parameters()
+        try:
+            roi = self.logic.place_roi_around_segment(p.refineSegmentation,
+                                                      self.ui.refineSegmentComboBox.currentData or "",
+                                                      p.inputVolume, p.roi)
+        except Exception as exc:  # noqa: BLE001 - shown to the user; nothing was created
+            return self.show_exception(exc)
+        p.roi = roi
+        self.ui.statusLabel.text = f"'{roi.GetName()}' placed around the segment (10 mm margin)."
 
     def organ_changed(self, index: int = -1) -> None:
         organ = self.ui.organComboBox.currentData
@@ -88,8 +167,13 @@ class SegmentSection:
 
     # ------------------------------------------------------------------ a run
     def start(self) -> None:
+        self._start(refine=False)
+
+    def _start(self, refine: bool) -> None:
+        self.refining = refine
         try:
-            self.runs.start(self.parameters().inputVolume, options_from_parameters(self.parameters()))
+            self.runs.start(self.parameters().inputVolume, options_from_parameters(self.parameters()),
+                            self.guidance(refine))
         except Exception as exc:  # noqa: BLE001 - shown to the user; nothing was created
             return self.show_exception(exc)
         self.rounds, self.result = [], None
@@ -140,7 +224,7 @@ class SegmentSection:
         if kind == "out_of_memory" and self.ui.deviceComboBox.currentText != "CPU":
             if slicer.util.confirmYesNoDisplay("Switch the device to CPU and try again?"):
                 self.ui.deviceComboBox.currentIndex = self.ui.deviceComboBox.findText("CPU")
-                self.start()
+                self._start(self.refining)
 
     # ------------------------------------------------------------------ results
     def show_round(self, value: int) -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import SimpleITK as sitk
 
     from PancreasRSTNLib.engine.config import CancelCallback, ProgressCallback, RunSettings
+    from PancreasRSTNLib.engine.guidance import Guidance
     from PancreasRSTNLib.engine.segmentation import CheckedCT, GridRound
 
 
@@ -103,9 +104,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def iterate_jobs(image: sitk.Image | CheckedCT, jobs: list[Job], settings: RunSettings, *,
-                 progress: ProgressCallback | None = None, cancel: CancelCallback | None = None
-                 ) -> Iterator[tuple[str, GridRound]]:
-    """Segment ``image`` for every job in turn, yielding (organ, round) as rounds finish.
+                 progress: ProgressCallback | None = None, cancel: CancelCallback | None = None,
+                 guidance: Guidance | None = None) -> Iterator[tuple[str, GridRound]]:
+    """Segment ``image`` for every job in turn, yielding (organ, round) as rounds finish; ``guidance`` (a
+    person's prior and/or region of interest, on the CT's canonical grid) steers every job.
 
     The CT is checked once for the whole run (not per organ); a ``CheckedCT`` was checked by the caller.
     Progress fractions cover the whole run (organ i of n takes [i/n, (i+1)/n])."""
@@ -126,7 +128,8 @@ def iterate_jobs(image: sitk.Image | CheckedCT, jobs: list[Job], settings: RunSe
             raise RunCancelled()
         organ_progress(0.0, "loading model")
         package = load_model_package(job.model_dir, device="cpu")  # the engine moves it to the run device
-        for result in segment_image(ct, package, settings, progress=organ_progress, cancel=cancel):
+        for result in segment_image(ct, package, settings, progress=organ_progress, cancel=cancel,
+                                    guidance=guidance):
             yield job.organ, result
         organ_progress(1.0, "done")
 
@@ -134,10 +137,12 @@ def iterate_jobs(image: sitk.Image | CheckedCT, jobs: list[Job], settings: RunSe
 class BackgroundRun:
     """A daemon thread running ``iterate_jobs``; the GUI calls ``poll()`` from a timer and ``cancel()``."""
 
-    def __init__(self, image: sitk.Image | CheckedCT, jobs: list[Job], settings: RunSettings) -> None:
+    def __init__(self, image: sitk.Image | CheckedCT, jobs: list[Job], settings: RunSettings,
+                 guidance: Guidance | None = None) -> None:
         self._queue: queue.Queue[Message] = queue.Queue()
         self._cancel = threading.Event()
         self._args = (image, list(jobs), settings)
+        self._guidance = guidance
         self._thread = threading.Thread(target=self._work, name="PancreasRSTN-run", daemon=True)
         self.finished = False
 
@@ -164,7 +169,8 @@ class BackgroundRun:
             self._queue.put(ProgressMessage(fraction, stage, current[-1] if current else ""))
 
         try:
-            for organ, result in iterate_jobs(image, jobs, settings, progress=progress, cancel=self._cancel.is_set):
+            for organ, result in iterate_jobs(image, jobs, settings, progress=progress, cancel=self._cancel.is_set,
+                                              guidance=self._guidance):
                 if not current or current[-1] != organ:
                     current.append(organ)
                 self._queue.put(RoundReady(organ, result))

@@ -18,6 +18,7 @@ from PancreasRSTNLib.errors import InputImageError, ModelPackageError, RSTNError
 from PancreasRSTNLib.organs import get_organ
 
 from .background_run import Job, user_message
+from .guidance_nodes import GuidanceNodes, build_guidance, place_roi_around_segment
 from .mrml_geometry import volume_node_to_image
 from .scene import SceneContext, application_context
 from .scene_nodes import (
@@ -28,6 +29,7 @@ from .scene_nodes import (
 from .session import RoundNodes, RunResult, RunSession  # noqa: F401 - re-exported to the module and scripts
 
 if TYPE_CHECKING:
+    from PancreasRSTNLib.engine.guidance import Guidance
     from PancreasRSTNLib.engine.segmentation import CheckedCT
 
 #: A segmentation file that keeps segment names, colours and terminology (Slicer's own format).
@@ -131,6 +133,17 @@ class SceneLogic:
             name = get_organ(organ).name
             jobs.append(Job(name, find_model(name, models).path))
         return jobs
+
+    # ---------------------------------------------------------------- guidance (refine from a segment, limit to ROI)
+    def build_guidance(self, ct: CheckedCT, input_node, nodes: GuidanceNodes | None) -> Guidance | None:
+        """The run's guidance from the person's nodes (a segment to refine, an ROI), checked by the core on the
+        CT's grid; None without any. The person's nodes are only read, and the scene is left as it was."""
+        return build_guidance(self.context.scene, ct.geometry, input_node, nodes)
+
+    def place_roi_around_segment(self, segmentation_node, segment_id: str, reference_node, roi_node=None):
+        """A markups ROI around the segment's voxels on the reference (input) volume, 10 mm margin: ``roi_node``
+        when this module made it, else a new one."""
+        return place_roi_around_segment(self.context.scene, segmentation_node, segment_id, reference_node, roi_node)
 
     @staticmethod
     def error_message(exc: BaseException) -> tuple[str, str]:

@@ -26,9 +26,11 @@ from .background_run import (
 from .session import RoundNodes, RunResult, RunSession
 
 if TYPE_CHECKING:
+    from PancreasRSTNLib.engine.guidance import Guidance
     from PancreasRSTNLib.engine.segmentation import CheckedCT
 
     from .background_run import Job
+    from .guidance_nodes import GuidanceNodes
     from .logic import RunOptions
     from .scene import SceneContext
 
@@ -41,6 +43,8 @@ class RunLogic(Protocol):
     def validate_input(self, input_node: object, allow_non_ct: bool = False) -> CheckedCT: ...
 
     def resolve_jobs(self, organs: Sequence[str]) -> list[Job]: ...
+
+    def build_guidance(self, ct: CheckedCT, input_node: object, nodes: GuidanceNodes | None) -> Guidance | None: ...
 
 
 @dataclass
@@ -83,10 +87,12 @@ class RunController:
         return self._run is not None
 
     # ------------------------------------------------------------------ on a worker thread (the panel)
-    def start(self, input_node, options) -> RunSession:
-        """Check everything and start; raises (nothing made) when the input, options or models are wrong."""
-        self.session = self._begin(input_node, options)
-        self._run = BackgroundRun(self.session.ct, self.session.jobs, self.session.settings).start()
+    def start(self, input_node, options, guidance: GuidanceNodes | None = None) -> RunSession:
+        """Check everything and start; raises (nothing made) when the input, options, guidance (a segment to
+        refine, an ROI) or models are wrong."""
+        self.session = self._begin(input_node, options, guidance)
+        self._run = BackgroundRun(self.session.ct, self.session.jobs, self.session.settings,
+                                  self.session.guidance).start()
         return self.session
 
     def cancel(self) -> None:
@@ -123,13 +129,13 @@ class RunController:
 
     # ------------------------------------------------------------------ synchronously (scripts, tests, self-test)
     def run(self, input_node, options, progress: Callable[[float, str], None] | None = None,
-            cancel: Callable[[], bool] | None = None, on_round: Callable[[RoundNodes], None] | None = None
-            ) -> RunResult:
+            cancel: Callable[[], bool] | None = None, on_round: Callable[[RoundNodes], None] | None = None,
+            guidance: GuidanceNodes | None = None) -> RunResult:
         """The whole run in this thread. On any error the scene is left unchanged and the error is raised."""
-        self.session = session = self._begin(input_node, options)
+        self.session = session = self._begin(input_node, options, guidance)
         try:
             for organ, result in iterate_jobs(session.ct, session.jobs, session.settings, progress=progress,
-                                              cancel=cancel):
+                                              cancel=cancel, guidance=session.guidance):
                 nodes = self._on_round(organ, result)
                 if on_round is not None:
                     on_round(nodes)
@@ -139,12 +145,19 @@ class RunController:
             raise
 
     # ------------------------------------------------------------------ the shared steps
-    def _begin(self, input_node, options: RunOptions) -> RunSession:
-        """Check input, options and models, then open a session (it creates the run folder only)."""
+    def _begin(self, input_node, options: RunOptions, guidance_nodes: GuidanceNodes | None = None) -> RunSession:
+        """Check input, options, models and guidance, then open a session (it creates the run folder only)."""
+        from PancreasRSTNLib.errors import OptionsError
+
         ct = self.logic.validate_input(input_node, options.allow_non_ct)
         options.run_settings()
         jobs = self.logic.resolve_jobs(options.organs)
-        return RunSession(self.logic.context, input_node, ct, options, jobs)
+        guidance = None
+        if guidance_nodes is not None and not guidance_nodes.empty:  # a Logic is asked only when there is some
+            if guidance_nodes.refine and len(jobs) > 1:
+                raise OptionsError("A segment refines one organ: choose one organ to refine it as.")
+            guidance = self.logic.build_guidance(ct, input_node, guidance_nodes)
+        return RunSession(self.logic.context, input_node, ct, options, jobs, guidance, guidance_nodes)
 
     def _on_round(self, organ: str, result) -> RoundNodes:
         return self.session.add_round(organ, result)

@@ -11,6 +11,7 @@ from PancreasRSTNLib.organs import ORGANS, get_organ
 EN_DASH = "\u2013"
 RUN_ATTRIBUTE = "PancreasRSTN.Run"
 INPUT_ATTRIBUTE = "PancreasRSTN.InputNodeID"
+REFINED_FROM_ATTRIBUTE = "PancreasRSTN.RefinedFrom"  # "<segmentation node ID>/<segment ID>" of a refinement
 ROLE_ATTRIBUTE = "PancreasRSTN.Role"
 ORGAN_COLOR_TABLE_NAME = "PancreasRSTN organs"
 VIRIDIS_NAME = "PancreasRSTN viridis"
@@ -147,11 +148,22 @@ def next_run_number(sh, input_node) -> int:
     return max(numbers, default=0) + 1
 
 
-def remove_previous_runs(scene, sh, input_node, keep_folder: int = 0) -> int:
-    """Remove earlier runs' folders and nodes (only when the user asked to replace them)."""
+def _holds(sh, folder_item: int, node) -> bool:
+    """Does the folder hold ``node`` (at any depth)?"""
+    item = sh.GetItemByDataNode(node)
+    while item:
+        if item == folder_item:
+            return True
+        item = sh.GetItemParent(item)
+    return False
+
+
+def remove_previous_runs(scene, sh, input_node, keep_folder: int = 0, keep_nodes=()) -> int:
+    """Remove earlier runs' folders and nodes (only when the user asked to replace them); a folder that holds one
+    of ``keep_nodes`` (a person's segmentation a refinement read) is kept."""
     removed = 0
     for item in run_folders(sh, input_node):
-        if item != keep_folder:
+        if item != keep_folder and not any(_holds(sh, item, node) for node in keep_nodes):
             remove_folder(scene, sh, item)
             removed += 1
     return removed

@@ -21,6 +21,7 @@ from .scene import SceneContext
 from .scene_nodes import (
     EN_DASH,
     INPUT_ATTRIBUTE,
+    REFINED_FROM_ATTRIBUTE,
     ROLE_ATTRIBUTE,
     RUN_ATTRIBUTE,
     next_run_number,
@@ -34,13 +35,20 @@ from .scene_nodes import (
 )
 
 if TYPE_CHECKING:
+    from PancreasRSTNLib.engine.guidance import Guidance
     from PancreasRSTNLib.engine.segmentation import CheckedCT, GridRound
     from PancreasRSTNLib.io.geometry import CanonicalGeometry
+
+    from .guidance_nodes import GuidanceNodes
 
 #: The columns of an organ's rounds table, in order, with their VTK array class names.
 TABLE_COLUMNS = (("round", "vtkIntArray"), ("stage", "vtkStringArray"), ("dsc_to_previous", "vtkDoubleArray"),
                  ("voxels", "vtkIntArray"), ("volume_ml", "vtkDoubleArray"), ("seconds", "vtkDoubleArray"),
                  ("device", "vtkStringArray"), ("converged", "vtkIntArray"))
+#: the two more columns of a refinement's table: what each round changed of the person's segment
+REFINE_COLUMNS = (("dsc_to_prior", "vtkDoubleArray"), ("volume_change_ml", "vtkDoubleArray"))
+#: the word that marks a refinement's nodes (folder, segmentation)
+REFINED = "refined"
 
 
 @dataclass
@@ -55,10 +63,14 @@ class RoundNodes:
     summary: str = ""
 
 
-def round_summary(result: GridRound) -> str:
-    """One line about a round for the panel: its voxels on the input grid and its DSC to the previous round."""
+def round_summary(result: GridRound, change: tuple[float, float] | None = None) -> str:
+    """One line about a round for the panel: its voxels on the input grid and its DSC to the previous round;
+    in a refinement also its DSC to the person's segment and the volume change (``change``)."""
     dsc = "-" if result.dsc_to_previous is None else f"{result.dsc_to_previous:.4f}"
-    return f"Round {result.index} ({result.stage}): {result.voxel_count} voxels, DSC to previous {dsc}"
+    text = f"Round {result.index} ({result.stage}): {result.voxel_count} voxels, DSC to previous {dsc}"
+    if change is not None:
+        text += f", DSC to segment {change[0]:.4f} ({change[1]:+.2f} ml)"
+    return text
 
 
 @dataclass
@@ -77,7 +89,8 @@ class RunResult:
 class RunSession:
     """One run on one input volume: opened by ``RunController`` after all checks passed."""
 
-    def __init__(self, context: SceneContext, input_node, ct: CheckedCT, options, jobs: list[Job]) -> None:
+    def __init__(self, context: SceneContext, input_node, ct: CheckedCT, options, jobs: list[Job],
+                 guidance: Guidance | None = None, guidance_nodes: GuidanceNodes | None = None) -> None:
         self.context = context
         self.scene = context.scene
         self.input_node = input_node
@@ -85,6 +98,10 @@ class RunSession:
         self.options = options
         self.jobs = jobs
         self.settings = options.run_settings()
+        self.guidance = guidance  # a person's prior and/or region (checked), steering every round
+        self.guidance_nodes = guidance_nodes  # the person's nodes it came from: only read, never changed
+        # the person's segment on the canonical input grid, for each round's DSC to it and volume change
+        self.prior_mask = None if guidance is None or guidance.prior is None else guidance.prior >= 0.5
         self.created: list[str] = []  # node IDs, removed on abort
         self.rounds: dict[str, list[RoundNodes]] = {}
         self.tables: dict[str, Any] = {}
@@ -102,11 +119,20 @@ class RunSession:
         if not parent:
             parent = sh.GetSceneItemID()
         names = "+".join(get_organ(j.organ).display_name for j in jobs)
+        refined = f" {REFINED}" if self.refined else ""
         self.folder_item = sh.CreateFolderItem(
-            parent, f"PancreasRSTN {names} {EN_DASH} {input_node.GetName()} {EN_DASH} run {self.run_number}")
+            parent, f"PancreasRSTN {names}{refined} {EN_DASH} {input_node.GetName()} {EN_DASH} run {self.run_number}")
         sh.SetItemAttribute(self.folder_item, RUN_ATTRIBUTE, str(self.run_number))
         sh.SetItemAttribute(self.folder_item, INPUT_ATTRIBUTE, input_node.GetID())
+        if self.refined and guidance_nodes is not None and guidance_nodes.segmentation is not None:
+            sh.SetItemAttribute(self.folder_item, REFINED_FROM_ATTRIBUTE,
+                                f"{guidance_nodes.segmentation.GetID()}/{guidance_nodes.segment_id}")
         self.saliency_folder = 0
+
+    @property
+    def refined(self) -> bool:
+        """A refinement of a person's segment (round 0 is their segment, stage "prior")."""
+        return self.prior_mask is not None
 
     # ---------------------------------------------------------------- node helpers
     def _shared(self, make) -> object:
@@ -156,7 +182,7 @@ class RunSession:
 
         display = get_organ(organ).display_name
         table = self._add("vtkMRMLTableNode", f"{display} {EN_DASH} rounds", role="table")
-        for name, class_name in TABLE_COLUMNS:
+        for name, class_name in TABLE_COLUMNS + (REFINE_COLUMNS if self.refined else ()):
             column = getattr(vtk, class_name)()
             column.SetName(name)
             table.AddColumn(column)
@@ -196,10 +222,11 @@ class RunSession:
         labelmap.GetDisplayNode().SetAndObserveColorNodeID(self._shared(organ_color_table).GetID())
         labelmap.SetAttribute("PancreasRSTN.Round", str(result.index))
         labelmap.SetAttribute("PancreasRSTN.Organ", organ)
-        nodes = RoundNodes(organ, result.index, result.stage, labelmap, summary=round_summary(result))
+        change = self._change_from_prior(result)
+        nodes = RoundNodes(organ, result.index, result.stage, labelmap, summary=round_summary(result, change))
         for view in result.saliency_views:
             nodes.saliency[view] = self._add_saliency(display_name, result, view)
-        self._add_table_row(organ, result)
+        self._add_table_row(organ, result, change)
         self._sequence(organ).SetDataNodeAtValue(labelmap, str(result.index))
         self.rounds.setdefault(organ, []).append(nodes)
         self.final[organ] = result
@@ -230,14 +257,25 @@ class RunSession:
             channels.append(node)
         return channels
 
-    def _add_table_row(self, organ: str, result: GridRound) -> None:
-        """The round's row of the organ's table (and so a point of the DSC plot)."""
+    def _change_from_prior(self, result: GridRound) -> tuple[float, float] | None:
+        """(DSC to the person's segment, volume change in ml) of a round of a refinement (the core's measure)."""
+        from PancreasRSTNLib.engine.guidance import change_from_prior
+
+        if self.prior_mask is None:
+            return None
+        return change_from_prior(self.prior_mask, result.canonical_mask, result.mapping.voxel_ml)
+
+    def _add_table_row(self, organ: str, result: GridRound, change: tuple[float, float] | None = None) -> None:
+        """The round's row of the organ's table (and so a point of the DSC plot); a refinement's row also holds
+        the round's DSC to the person's segment and the volume change."""
         table = self._table(organ)
         dsc = result.dsc_to_previous
         values = {"round": result.index, "stage": result.stage,
                   "dsc_to_previous": float("nan") if dsc is None else float(dsc), "voxels": result.voxel_count,
                   "volume_ml": result.volume_ml, "seconds": float(sum(result.seconds.values())),
                   "device": result.device, "converged": int(result.converged)}
+        if change is not None:
+            values.update(dsc_to_prior=float(change[0]), volume_change_ml=float(change[1]))
         row = table.AddEmptyRow()
         vtable = table.GetTable()
         for name, value in values.items():
@@ -271,8 +309,10 @@ class RunSession:
         if not self.final:
             raise RSTNError("The run produced no rounds, so there is nothing to show.")
         label_array = arbitrate({o: self._final_mask_and_probability(o) for o in self.final})
-        seg = self._add("vtkMRMLSegmentationNode", f"{' + '.join(get_organ(o).display_name for o in self.final)} "
-                        f"{EN_DASH} RSTN {EN_DASH} run {self.run_number}", role="segmentation")
+        organs = " + ".join(get_organ(o).display_name for o in self.final)
+        name = (f"{self.input_node.GetName()} {organs} {REFINED} {EN_DASH} run {self.run_number}" if self.refined
+                else f"{organs} {EN_DASH} RSTN {EN_DASH} run {self.run_number}")
+        seg = self._add("vtkMRMLSegmentationNode", name, role="segmentation")
         seg.CreateDefaultDisplayNodes()
         for i in range(seg.GetNumberOfDisplayNodes()):
             self.created.append(seg.GetNthDisplayNode(i).GetID())
@@ -290,11 +330,18 @@ class RunSession:
                 remove_folder(self.scene, self.context.sh_node, self.saliency_folder)
                 self.saliency_folder = 0
         if self.options.replace_previous:
-            remove_previous_runs(self.scene, self.context.sh_node, self.input_node, keep_folder=self.folder_item)
+            remove_previous_runs(self.scene, self.context.sh_node, self.input_node, keep_folder=self.folder_item,
+                                 keep_nodes=self._persons_nodes())
         self.closed = True
         self.created = []
         return RunResult(self.folder_item, seg, dict(self.tables), self.chart, self.rounds, dict(self.sequences),
                          dict(self.converged))
+
+    def _persons_nodes(self) -> list:
+        """The person's nodes this run read (the segment's segmentation, the ROI): never removed with the earlier
+        runs that "Replace previous" removes, even when they lie in such a run's folder (an edited result)."""
+        nodes = self.guidance_nodes
+        return [] if nodes is None else [n for n in (nodes.segmentation, nodes.roi) if n is not None]
 
     def abort(self) -> None:
         """Remove everything this run created (cancel, error): the scene is left as it was."""

@@ -29,6 +29,23 @@ for path in (HERE, HERE.parent / "slicer_logic"):
         sys.path.insert(0, str(path))
 
 pytestmark = pytest.mark.slicer
+
+
+def _hold_singletons(count: int = 2_000_000) -> None:
+    """PySide6 6.12.0 releases references to None and True that it never took: a C++ signal calling a Python slot
+    (its None result), an invalid QVariant read as None (``currentData()``, ``property()``), ``Signal.emit()`` (its
+    True result). Each GUI test loses thousands; on Python < 3.12 (None and the bools are not immortal there) a long
+    session brings a count to zero and the interpreter aborts while finalizing ("none_dealloc", "bool_dealloc").
+    Extra references, held by a list that is never freed, keep the counts far from zero."""
+    if sys.version_info >= (3, 12):
+        return
+    import ctypes
+
+    held = [None, True, False] * count
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(held))  # never freed, not even at exit
+
+
+_hold_singletons()
 STANDIN_MODULES = ("qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "PancreasRSTN")
 
 
