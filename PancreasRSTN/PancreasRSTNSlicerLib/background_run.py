@@ -128,8 +128,8 @@ def iterate_jobs(image: sitk.Image | CheckedCT, jobs: list[Job], settings: RunSe
             raise RunCancelled()
         organ_progress(0.0, "loading model")
         package = load_model_package(job.model_dir, device="cpu")  # the engine moves it to the run device
-        for result in segment_image(ct, package, settings, progress=organ_progress, cancel=cancel,
-                                    guidance=guidance):
+        for result in segment_image(ct, package, settings.for_model_views(package.views), progress=organ_progress,
+                                    cancel=cancel, guidance=guidance):
             yield job.organ, result
         organ_progress(1.0, "done")
 

@@ -353,3 +353,20 @@ def test_the_controller_runs_any_logic_that_answers_run_logic(ctx, models_root, 
     node = _ct_node(ctx, phantom_image)
     result = RunController(OneModelLogic()).run(node, RunOptions(organs=["spleen"], **FAST))
     assert list(result.rounds) == ["spleen"] and result.rounds["spleen"][0].labelmap.GetName().startswith("Spleen")
+
+
+def test_a_panel_run_with_every_view_ticked_runs_a_z_only_model(tmp_path):
+    """The panel ticks X, Y and Z by default; the default pancreas model has view Z only: the run uses Z (it used
+    to refuse: 'no weights for view(s) X, Y')."""
+    from helpers import ct_image, tiny_package
+    from PancreasRSTNLib.engine.config import InferenceConfig, RunSettings
+    from PancreasRSTNLib.errors import ModelPackageError
+    from PancreasRSTNSlicerLib.background_run import Job, iterate_jobs
+
+    model = tiny_package(tmp_path / "z_only", views="Z")
+    settings = RunSettings(InferenceConfig(views=("X", "Y", "Z"), max_iter=1), device="cpu", allow_non_ct=True)
+    rounds = list(iterate_jobs(ct_image(), [Job("pancreas", model)], settings))
+    assert rounds and rounds[0][1].stage == "coarse"
+    xy_only = RunSettings(InferenceConfig(views=("X", "Y"), max_iter=1), device="cpu", allow_non_ct=True)
+    with pytest.raises(ModelPackageError, match="The model has view\\(s\\) Z only.*Tick one of the model's views"):
+        list(iterate_jobs(ct_image(), [Job("pancreas", model)], xy_only))

@@ -6,10 +6,10 @@ oracle crops are an argument of ``RSTNEngine.run``, not a setting."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..errors import OptionsError
+from ..errors import ModelPackageError, OptionsError
 from ..views import VIEW_AXES
 
 #: (fraction of the run done in [0, 1], stage), e.g. (0.4, "fine Z")
@@ -84,3 +84,14 @@ class RunSettings:
     device: str = "auto"
     resample: bool = True
     allow_non_ct: bool = False
+
+    def for_model_views(self, model_views: Sequence[str]) -> RunSettings:
+        """These settings for a model with ``model_views``: the views asked that the model has (a panel whose view
+        boxes are all ticked runs a Z-only model on Z). None of them: a ``ModelPackageError`` naming both."""
+        views = tuple(v for v in self.config.views if v in model_views)
+        if not views:
+            raise ModelPackageError(f"The model has view(s) {', '.join(model_views)} only, and the run asks for "
+                                    f"{', '.join(self.config.views)}. Tick one of the model's views "
+                                    "(Advanced, Views), or install a model with those views.")
+        return self if views == tuple(self.config.views) else replace(self, config=replace(self.config, views=views))
+
