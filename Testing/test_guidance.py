@@ -23,7 +23,7 @@ from PancreasRSTNLib.engine.guidance_input import (
 from PancreasRSTNLib.engine.inference import RSTNEngine
 from PancreasRSTNLib.engine.segmentation import prepare_ct, segment_image
 from PancreasRSTNLib.engine.slice_fill import fill_between_slices, has_gaps
-from PancreasRSTNLib.errors import InputImageError, OptionsError
+from PancreasRSTNLib.errors import InputImageError, ModelPackageError, OptionsError
 from PancreasRSTNLib.io.geometry import from_canonical, geometry_of, to_canonical
 from PancreasRSTNLib.io.model_package import load_model_package
 from PancreasRSTNLib.io.volume_io import write_image
@@ -66,6 +66,37 @@ def test_a_probability_prior_is_used_as_the_previous_rounds_probability(demo, ph
     soft = truth.astype(np.float32) * 0.8
     first = next(RSTNEngine(demo.models, InferenceConfig(max_iter=1), device="cpu").run(hu, guidance=Guidance(soft)))
     assert np.allclose(first.probability, soft) and np.array_equal(first.mask, truth)
+
+
+def test_the_prior_weight_keeps_the_persons_say_in_every_fine_round(demo, phantom):
+    hu, truth = phantom
+    prior = _rough(truth)
+    plain = list(RSTNEngine(demo.models, InferenceConfig(max_iter=1), device="cpu").run(
+        hu, guidance=Guidance(prior)))
+    weighted = list(RSTNEngine(demo.models, InferenceConfig(max_iter=1, prior_weight=0.4), device="cpu").run(
+        hu, guidance=Guidance(prior)))
+    expected = 0.6 * plain[1].probability + 0.4 * prior  # round 1 sees the same prior either way
+    np.testing.assert_allclose(weighted[1].probability, expected, atol=1e-5)
+    assert not np.array_equal(weighted[1].mask, plain[1].mask)
+    with pytest.raises(OptionsError, match="prior_weight=1.0 is outside \\[0, 1\\)"):
+        InferenceConfig(prior_weight=1.0).validate()
+
+
+def test_a_model_records_its_validated_prior_weight(tmp_path):
+    import shutil
+
+    folder = shutil.copytree(demo_model_dir(), tmp_path / "m")
+    meta = json.loads((folder / "model.json").read_text())
+    meta["inference"] = {"max_iter": 1, "prior_weight": 0.3}
+    (folder / "model.json").write_text(json.dumps(meta))
+    package = load_model_package(folder)
+    assert package.prior_weight == 0.3
+    assert InferenceConfig().with_model_defaults(package.max_iter, package.prior_weight).prior_weight == 0.3
+    assert InferenceConfig(prior_weight=0.0).with_model_defaults(1, 0.3).prior_weight == 0.0  # asked: kept
+    meta["inference"]["prior_weight"] = 1.5
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelPackageError, match="prior_weight"):
+        load_model_package(folder)
 
 
 def test_the_region_of_interest_limits_every_round_and_the_crops(demo, phantom):
@@ -280,6 +311,7 @@ def test_segment_roi_keeps_the_result_inside(tmp_path, cli_case, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--prior-label", "2"], "--prior-label names a label of --prior"),
+    (["--prior-weight", "0.3"], "--prior-weight weighs --prior in the fine rounds"),
     (["--prior", "missing.nii.gz"], "--prior missing.nii.gz: no such file"),
     (["--roi=1,2,3"], "neither x0,x1,y0,y1,z0,z1"),
     (["--roi=1,1,0,5,0,5"], "the box is flat"),

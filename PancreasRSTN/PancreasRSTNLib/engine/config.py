@@ -41,13 +41,22 @@ class InferenceConfig:
     crop_bucket: int = 1
     memory_budget_gb: float | None = None  # activation budget for adaptive batching
     coarse_downsample: int = 1  # >1: the coarse stage (which only localises) runs on slices pooled by this factor
+    #: with a prior (refinement): every fine round's probability is (1 - w) * the fine net's + w * the prior's, so
+    #: the person's mask keeps its say; None: the model's validated weight (model.json ``inference.prior_weight``),
+    #: else 0 (the fine rounds alone)
+    prior_weight: float | None = None
 
-    def with_model_defaults(self, model_max_iter: int | None = None) -> InferenceConfig:
+    def with_model_defaults(self, model_max_iter: int | None = None,
+                            model_prior_weight: float | None = None) -> InferenceConfig:
         """The settings a run uses: an unset ``max_iter`` becomes the model's validated count, else the reference's
-        ``REFERENCE_MAX_ITER`` (the fine stage of a weak model drifts after its best round: docs/models.md)."""
-        if self.max_iter is not None:
-            return self
-        return replace(self, max_iter=REFERENCE_MAX_ITER if model_max_iter is None else int(model_max_iter))
+        ``REFERENCE_MAX_ITER`` (the fine stage of a weak model drifts after its best round: docs/models.md); an
+        unset ``prior_weight`` the model's validated weight, else 0."""
+        config = self
+        if config.max_iter is None:
+            config = replace(config, max_iter=REFERENCE_MAX_ITER if model_max_iter is None else int(model_max_iter))
+        if config.prior_weight is None:
+            config = replace(config, prior_weight=float(model_prior_weight or 0.0))
+        return config
 
     def validate(self) -> None:
         """Refuse settings the engine cannot run (an ``OptionsError``: the value, the allowed range, the default)."""
@@ -56,6 +65,9 @@ class InferenceConfig:
              "e.g. 0.99 (the default)"),
             (self.max_iter is not None and self.max_iter < 0, f"max_iter={self.max_iter} is negative",
              "Give 0 or more fine rounds (default: the model's validated count, else 10)"),
+            (self.prior_weight is not None and not 0.0 <= self.prior_weight < 1.0,
+             f"prior_weight={self.prior_weight} is outside [0, 1)", "Give a weight of the prior in [0, 1), e.g. 0 "
+             "(the fine rounds alone) or 0.3 (default: the model's validated weight)"),
             (not 0.0 < self.prob_threshold < 1.0, f"prob_threshold={self.prob_threshold} is outside (0, 1)",
              "Give a probability threshold in (0, 1), e.g. 0.5 (the default)"),
             (self.margin < 0, f"margin={self.margin} is negative",

@@ -72,6 +72,11 @@ class Guidance:
         if resampling is None:
             return self
         prior = None if self.prior is None else resampling.to_model(self.prior, default=0.0, dtype=np.float32)
+        if prior is not None and not (prior >= 0.5).any():
+            spacing = "x".join(f"{s:g}" for s in resampling.model_spacing)
+            raise InputImageError(f"The prior ({int((self.prior >= 0.5).sum())} voxels) vanishes on the model's "
+                                  f"{spacing} mm grid: it is thinner than one of its voxels. Give a larger mask, or "
+                                  "run without --prior.")
         roi = None if self.roi is None else resampling.mask_to_model(self.roi)
         if roi is not None and not roi.any():  # a region thinner than a model voxel: keep its nearest voxels
             roi = resampling.to_model(self.roi.astype(np.float32), default=0.0) > 0

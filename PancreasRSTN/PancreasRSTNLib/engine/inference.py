@@ -107,6 +107,7 @@ class _RunState:
     probability: torch.Tensor | None = None  # the previous round's
     mask: torch.Tensor | None = None
     prior: torch.Tensor | None = None  # a person's round 0 (float probability), instead of the coarse round
+    anchor: torch.Tensor | None = None  # that prior, weighted into every fine round (``prior_weight`` > 0)
     roi: torch.Tensor | None = None  # every round's result is limited to this region
     roi_bounds: tuple[np.ndarray, np.ndarray] | None = None  # its bounding box: the fine crops stay inside
 
@@ -220,6 +221,8 @@ class RSTNEngine:
     def _prior_round(self, run: _RunState) -> RoundResult:
         """Round 0 from a person's prior: its probability (limited to the region) and its mask at the threshold."""
         run.probability, run.mask = run.limit(run.prior.clone(), run.prior >= self.config.prob_threshold)
+        if self.config.prior_weight:
+            run.anchor = run.probability.clone()
         run.prior = None  # the run holds it as its previous round now
         stop = "max_iter" if self.config.max_iter == 0 else None
         run.meter.report(PRIOR_STAGE, finished=stop is not None)
@@ -269,6 +272,8 @@ class RSTNEngine:
                 saliency[view] = maps
         with self._timed(seconds, "fusion"):
             probability = acc.div_(len(cfg.views))
+            if run.anchor is not None:  # the person's prior keeps its weight in every fine round
+                probability.mul_(1.0 - cfg.prior_weight).add_(run.anchor, alpha=cfg.prior_weight)
             probability, mask = run.limit(probability, probability >= cfg.prob_threshold)
         if cfg.postprocess:
             with self._timed(seconds, "postprocess"):

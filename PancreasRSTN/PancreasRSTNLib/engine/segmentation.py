@@ -215,7 +215,7 @@ def build_engine(package: ModelPackage, config: InferenceConfig | None, device: 
                  ) -> RSTNEngine | CaiEngine | RefinedEngine:
     """The engine a package runs with (``choose_engine`` on the package's method, models and refiner); an unset
     ``max_iter`` becomes the package's validated round count."""
-    config = (config or InferenceConfig()).with_model_defaults(package.max_iter)
+    config = (config or InferenceConfig()).with_model_defaults(package.max_iter, package.prior_weight)
     return choose_engine(package.method, package.models, package.refiner, config, device, package.window)
 
 

@@ -90,6 +90,14 @@ class ModelPackage:
         return model_max_iter(self.metadata)
 
     @property
+    def prior_weight(self) -> float | None:
+        """The weight of a person's prior in every fine round of a refinement, as validated for the model
+        (model.json ``inference.prior_weight``); None: 0."""
+        inference = self.metadata.get("inference")
+        found = inference.get("prior_weight") if isinstance(inference, Mapping) else None
+        return None if found is None else float(found)
+
+    @property
     def window(self) -> HUWindow:
         """The HU window the model was trained with (the reference's [-100, 240] unless model.json says)."""
         return HUWindow(**self.metadata.get("hu_window", {}))

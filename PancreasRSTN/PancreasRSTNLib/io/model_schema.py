@@ -95,9 +95,11 @@ def validate_metadata(meta: Mapping, path: Path) -> None:
     if "inference" in meta:
         inference = meta["inference"]
         rounds = inference.get("max_iter", 0) if isinstance(inference, Mapping) else None
-        c.need(isinstance(inference, Mapping) and set(inference) <= {"max_iter"} and _whole(rounds) and rounds >= 0,
-               "inference", "an object with 'max_iter', a whole number >= 0 (the fine rounds the model was validated "
-               "to run)")
+        weight = inference.get("prior_weight", 0.0) if isinstance(inference, Mapping) else None
+        c.need(isinstance(inference, Mapping) and set(inference) <= {"max_iter", "prior_weight"} and _whole(rounds)
+               and rounds >= 0 and isinstance(weight, (int, float)) and not isinstance(weight, bool)
+               and 0 <= weight < 1, "inference", "an object with 'max_iter', a whole number >= 0 (the fine rounds "
+               "the model was validated to run), and optionally 'prior_weight' in [0, 1)")
     if c.problems:
         raise ModelPackageError(f"{path} breaks the model.json schema: {'; '.join(c.problems)}. {FIX}", fix=FIX)
 

@@ -79,7 +79,7 @@ def config_from_args(args: argparse.Namespace, model_views: tuple[str, ...] = ("
         thr=args.thr, max_iter=args.max_iter, prob_threshold=args.prob_threshold, margin=args.margin,
         views=views, postprocess=not args.no_postprocess, precision=args.precision,
         batch_size=args.batch_size, coarse_downsample=args.coarse_downsample,
-        crop_bucket=args.crop_bucket,
+        crop_bucket=args.crop_bucket, prior_weight=getattr(args, "prior_weight", None),
     )
 
 

@@ -71,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "on some axial slices only is filled between them first")
     guide.add_argument("--prior-label", type=int, default=None, metavar="N",
                        help="the label value of the organ in --prior (default: its one non-zero value)")
+    guide.add_argument("--prior-weight", type=float, default=None, metavar="W",
+                       help="weight of the prior in every fine round's probability, in [0, 1) (default: the model's "
+                       "validated weight, model.json inference.prior_weight, else 0)")
     guide.add_argument("--roi", metavar="BOX|FILE",
                        help="limit the result to a region: x0,x1,y0,y1,z0,z1 in LPS mm (write --roi=-50,... when "
                        "it starts with a minus), a Slicer markups ROI (.mrk.json) or a mask on the CT's grid; the "
@@ -105,6 +108,8 @@ def check_guidance_arguments(args: argparse.Namespace) -> None:
     """Refuse, before anything is read, guidance options that cannot apply."""
     if args.prior_label is not None and not args.prior:
         raise OptionsError("--prior-label names a label of --prior: give --prior MASK too.")
+    if args.prior_weight is not None and not args.prior:
+        raise OptionsError("--prior-weight weighs --prior in the fine rounds: give --prior MASK too.")
     if (args.prior or args.roi) and is_cohort_input(args.input):
         raise OptionsError("--prior and --roi steer one CT: give a CT file or DICOM folder, not a cohort.")
     if args.prior and not Path(args.prior).exists():
