@@ -21,7 +21,7 @@ from PancreasRSTNLib.engine.guidance_input import (
     roi_from_box,
 )
 from PancreasRSTNLib.engine.inference import RSTNEngine
-from PancreasRSTNLib.engine.segmentation import prepare_ct, segment_image
+from PancreasRSTNLib.engine.segmentation import prepare_ct, segment_canonical, segment_image
 from PancreasRSTNLib.engine.slice_fill import fill_between_slices, has_gaps
 from PancreasRSTNLib.errors import InputImageError, ModelPackageError, OptionsError
 from PancreasRSTNLib.io.geometry import from_canonical, geometry_of, to_canonical
@@ -87,10 +87,15 @@ def test_a_model_records_its_validated_prior_weight(tmp_path):
 
     folder = shutil.copytree(demo_model_dir(), tmp_path / "m")
     meta = json.loads((folder / "model.json").read_text())
-    meta["inference"] = {"max_iter": 1, "prior_weight": 0.3}
+    meta["inference"] = {"max_iter": 2, "prior_max_iter": 1, "prior_weight": 0.3}
     (folder / "model.json").write_text(json.dumps(meta))
     package = load_model_package(folder)
-    assert package.prior_weight == 0.3
+    assert package.prior_weight == 0.3 and package.prior_max_iter == 1
+    hu, truth = make_phantom_canonical(size=(128, 128, 64), seed=1234)
+    refined = list(segment_canonical(hu, package.spacing, package, RunSettings(InferenceConfig(thr=1.0)),
+                                     guidance=Guidance(prior=truth == 1)))
+    automatic = list(segment_canonical(hu, package.spacing, package, RunSettings(InferenceConfig(thr=1.0))))
+    assert [r.stage for r in refined] == ["prior", "fine"] and len(automatic) == 3  # each its validated count
     assert InferenceConfig().with_model_defaults(package.max_iter, package.prior_weight).prior_weight == 0.3
     assert InferenceConfig(prior_weight=0.0).with_model_defaults(1, 0.3).prior_weight == 0.0  # asked: kept
     meta["inference"]["prior_weight"] = 1.5

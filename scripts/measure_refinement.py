@@ -53,6 +53,7 @@ CASES = {
 }
 CORRUPTIONS = ("dilated 3 mm", "eroded 3 mm", "shifted 5 mm", "3-D box", "every 5th slice", "every 10th slice")
 ROUNDS = 3
+PRIOR_WEIGHT = 0.0  # --prior-weight: the prior's weight in every fine round (scripts/validate_prior_weight.py)
 
 
 def log(message: str) -> None:
@@ -113,7 +114,8 @@ def slicer_fill_between_slices(sparse: sitk.Image) -> sitk.Image:
 # ------------------------------------------------------------------------------------------------- runs
 def rounds_from(ct, package, prior: np.ndarray, truth: np.ndarray) -> tuple[list[float], float]:
     """DSC of round 0 (the prior) and fine rounds 1..ROUNDS against the truth; seconds of the run."""
-    settings = RunSettings(config=InferenceConfig(views=tuple(package.views), max_iter=ROUNDS, thr=1.0), device="cpu")
+    settings = RunSettings(config=InferenceConfig(views=tuple(package.views), max_iter=ROUNDS, thr=1.0,
+                                                  prior_weight=PRIOR_WEIGHT), device="cpu")
     t0 = time.perf_counter()
     dscs = [dice(r.canonical_mask, truth) for r in segment_image(ct, package, settings, guidance=Guidance(prior))]
     return [round(d, 4) for d in dscs], round(time.perf_counter() - t0, 2)
@@ -201,7 +203,8 @@ def figure(result: dict, path: Path) -> None:
         ax.grid(alpha=.3)
     np.atleast_1d(axes)[0].set_ylabel(f"DSC (mean of {max(e['cases'] for e in table.values())} CTs)")
     np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Refinement from a corrupted truth: {result['recipe']} models, held-out CTs", fontsize=10)
+    fig.suptitle(f"Refinement from a corrupted truth: {result['recipe']} models, prior weight "
+                 f"{result['prior_weight']:g}, held-out CTs", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -213,14 +216,18 @@ def main() -> int:
     parser.add_argument("--compare-recipe", default=None, help="the same on this recipe's models (NIH cases)")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prior-weight", type=float, default=0.0,
+                        help="the prior's weight in every fine round (choose it with scripts/validate_prior_weight.py)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "refinement.json")
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "refinement.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global PRIOR_WEIGHT
+    PRIOR_WEIGHT = args.prior_weight
     cases = args.cases.split(",")
-    result = {"recipe": args.recipe, "date": time.strftime("%Y-%m-%d"), "device": device_description(
-        torch.device("cpu")), "rounds": ROUNDS, "thr": 1.0, "citation": {"nih": NIH_CITATION, "totalseg": TOTALSEG},
-        "cases": measure(args.recipe, cases)}
+    result = {"recipe": args.recipe, "prior_weight": args.prior_weight, "date": time.strftime("%Y-%m-%d"),
+              "device": device_description(torch.device("cpu")), "rounds": ROUNDS, "thr": 1.0,
+              "citation": {"nih": NIH_CITATION, "totalseg": TOTALSEG}, "cases": measure(args.recipe, cases)}
     result["summary"] = summary(result["cases"])
     if args.compare_recipe:
         nih = [c for c in cases if c.startswith("PANCREAS")]

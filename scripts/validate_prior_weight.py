@@ -117,6 +117,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "validation")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--add", type=Path, default=None,
+                        help="a previous result of other folds (same recipe and weights) to pool with these")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "prior_weight_validation.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -126,6 +128,12 @@ def main() -> int:
     floor_hu = RECIPES[args.recipe]["data"]["floor_hu"]
     per_patient: dict = {}
     used = []
+    if args.add:
+        previous = json.loads(args.add.read_text())
+        if previous["recipe"] != args.recipe or previous["weights"] != weights:
+            raise SystemExit(f"{args.add} is of recipe {previous['recipe']} with weights {previous['weights']}")
+        per_patient.update(previous["per_patient"])
+        used += previous["folds"]
     for k in (int(v) for v in args.folds.split(",")):
         model = args.work / args.recipe / f"fold{k}" / "model"
         if not (model / "model.json").is_file():

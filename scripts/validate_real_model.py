@@ -266,15 +266,16 @@ def run_fold(data: Data, recipe_name: str, fold: int | None, folds: list[list[st
     return result
 
 
-#: recipe -> (the bundled model's name, the fine rounds it runs by default: chosen on validation folds with
-#: scripts/report_stop_rules.py, and what its model card says of it)
+#: recipe -> (the bundled model's name, its model.json "inference" defaults: the fine rounds chosen on validation
+#: folds with scripts/report_stop_rules.py and, for refinements, the rounds and the prior's weight chosen with
+#: scripts/validate_prior_weight.py; and what its model card says of it)
 SHIPPED = {
-    "new": ("pancreas-nih-mobilenet-1.5mm", 2,
+    "new": ("pancreas-nih-mobilenet-1.5mm", {"max_iter": 2},
             "RSTN for the pancreas in contrast-enhanced abdominal CT: a U-Net whose encoder starts from ImageNet's "
             "MobileNetV2, trained at 1.5 mm on all expert-labelled NIH Pancreas-CT data (the 2 volumes and 984 "
             "distinct JPEG slices of 61 patients) with scanner and contrast-phase augmentations. Weak on unenhanced "
             "CTs with a fatty pancreas (below 0 HU)."),
-    "new_floor_prior": ("pancreas-nih-mobilenet-prior-1.5mm", 1,
+    "new_floor_prior": ("pancreas-nih-mobilenet-prior-1.5mm", {"max_iter": 2, "prior_max_iter": 1, "prior_weight": 0.4},
                         "RSTN for the pancreas in abdominal CT: a U-Net whose encoder starts from ImageNet's "
                         "MobileNetV2, trained at 1.5 mm on all expert-labelled NIH Pancreas-CT data (the 2 volumes "
                         "and 984 distinct JPEG slices of 61 patients; HU window -100..240) with scanner and "
@@ -290,7 +291,7 @@ def ship(work: Path, recipe_name: str) -> Path:
     model saw every patient, so its accuracy is its recipe's, measured on held-out patients) and its round limit."""
     import shutil
 
-    name, max_iter, description = SHIPPED[recipe_name]
+    name, inference, description = SHIPPED[recipe_name]
     source = work / recipe_name / "final"
     validation = json.loads((ROOT / "benchmarks" / "results" / "real_ct_validation.json").read_text())[recipe_name]
     stop_rules = json.loads((ROOT / "benchmarks" / "results" / "stop_rule_validation.json").read_text())[recipe_name]
@@ -302,17 +303,23 @@ def ship(work: Path, recipe_name: str) -> Path:
         "intended_use": "Research only. Not a medical device; not for diagnosis or treatment decisions. Review "
                         "and correct every result.",
         "synthetic": False,
-        "inference": {"max_iter": max_iter},
+        "inference": inference,
         "evaluation": {
             "held_out_dsc": validation["final_round"]["native"]["mean"],
             "protocol": "its recipe's patient-level 5-fold cross-validation over 61 NIH patients "
                         "(benchmarks/splits/nih61_5fold.json; 1000-step schedule per fold, 10 fine rounds); pooled "
                         "2-D DSC over each held-out patient's labelled slices, mean over patients",
             "held_out_patient_level": validation,
-            "stop_rule_validation": {"max_iter": max_iter, **stop_rules},
+            "stop_rule_validation": {"max_iter": inference["max_iter"], **stop_rules},
             "totalseg_3mm_dsc_vs_model_made_labels_per_round": final["totalseg"],
         },
     })
+    prior_validation = ROOT / "benchmarks" / "results" / "prior_weight_validation.json"
+    if "prior_weight" in inference and prior_validation.is_file():
+        chosen = json.loads(prior_validation.read_text())
+        if chosen["recipe"] == recipe_name:
+            meta["evaluation"]["refinement_validation"] = {
+                k: chosen[k] for k in ("folds", "patients", "left_out_test_cases", "chosen", "mean_over_corruptions")}
     config = meta["training"]["config"]
     if config.get("pretrained_encoder"):  # a file name and its hash, not this machine's path
         from PancreasRSTNLib.models.pretrained import file_sha256

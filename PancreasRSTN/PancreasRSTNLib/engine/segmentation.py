@@ -211,11 +211,13 @@ def check_rstn_package(package: ModelPackage) -> None:
         )
 
 
-def build_engine(package: ModelPackage, config: InferenceConfig | None, device: str
+def build_engine(package: ModelPackage, config: InferenceConfig | None, device: str, *, refining: bool = False
                  ) -> RSTNEngine | CaiEngine | RefinedEngine:
     """The engine a package runs with (``choose_engine`` on the package's method, models and refiner); an unset
-    ``max_iter`` becomes the package's validated round count."""
-    config = (config or InferenceConfig()).with_model_defaults(package.max_iter, package.prior_weight)
+    ``max_iter`` becomes the package's validated round count (``refining`` from a person's prior: its validated
+    count for refinements, when it has one)."""
+    rounds = package.prior_max_iter if refining and package.prior_max_iter is not None else package.max_iter
+    config = (config or InferenceConfig()).with_model_defaults(rounds, package.prior_weight)
     return choose_engine(package.method, package.models, package.refiner, config, device, package.window)
 
 
@@ -262,23 +264,27 @@ def segment_canonical(
     *,
     progress: ProgressCallback | None = None,
     geometry: CanonicalGeometry | None = None,
+    guidance: Guidance | None = None,
 ) -> Iterator[GridRound]:
     """Every round of an RSTN package on a canonical HU volume of the given (canonical) spacing, resampled to
     the model's spacing when they differ by more than 10 % on some axis (unless ``settings.resample`` is False).
 
     For callers that already hold the canonical array (the cohort reads the next case ahead); a checked image
     goes through ``segment_image``. A plain function that returns the generator, so that the package is checked
-    at once and no frame but the generator's holds ``hu``."""
+    at once and no frame but the generator's holds ``hu``. ``guidance``: as in ``segment_image``."""
     settings = settings or RunSettings()
     check_rstn_package(package)
+    if guidance is not None:
+        guidance.check(hu.shape, (settings.config or InferenceConfig()).prob_threshold)
     return _run_package(hu, GridMapping.for_input(hu.shape, spacing, package.spacing, resample=settings.resample,
-                                                  geometry=geometry), package, settings, progress)
+                                                  geometry=geometry), package, settings, progress, guidance=guidance)
 
 
 def _run_package(hu: np.ndarray, mapping: GridMapping, package: ModelPackage, settings: RunSettings,
                  progress: ProgressCallback | None, cancel: CancelCallback | None = None,
                  guidance: Guidance | None = None) -> Iterator[GridRound]:
-    engine = build_engine(package, settings.config, settings.device)
+    refining = guidance is not None and guidance.prior is not None
+    engine = build_engine(package, settings.config, settings.device, refining=refining)
     return run_on_grid(engine, hu, mapping, progress=progress, cancel=cancel, guidance=guidance)
 
 

@@ -90,6 +90,15 @@ class ModelPackage:
         return model_max_iter(self.metadata)
 
     @property
+    def prior_max_iter(self) -> int | None:
+        """The fine rounds a refinement from a person's prior runs by default (model.json
+        ``inference.prior_max_iter``, validated apart: a prior is a better start than the coarse round); None: as
+        ``max_iter``."""
+        inference = self.metadata.get("inference")
+        found = inference.get("prior_max_iter") if isinstance(inference, Mapping) else None
+        return None if found is None else int(found)
+
+    @property
     def prior_weight(self) -> float | None:
         """The weight of a person's prior in every fine round of a refinement, as validated for the model
         (model.json ``inference.prior_weight``); None: 0."""

@@ -94,12 +94,15 @@ def validate_metadata(meta: Mapping, path: Path) -> None:
         c.need(isinstance(meta["synthetic"], bool), "synthetic", "true or false")
     if "inference" in meta:
         inference = meta["inference"]
-        rounds = inference.get("max_iter", 0) if isinstance(inference, Mapping) else None
-        weight = inference.get("prior_weight", 0.0) if isinstance(inference, Mapping) else None
-        c.need(isinstance(inference, Mapping) and set(inference) <= {"max_iter", "prior_weight"} and _whole(rounds)
-               and rounds >= 0 and isinstance(weight, (int, float)) and not isinstance(weight, bool)
-               and 0 <= weight < 1, "inference", "an object with 'max_iter', a whole number >= 0 (the fine rounds "
-               "the model was validated to run), and optionally 'prior_weight' in [0, 1)")
+        known = isinstance(inference, Mapping)
+        rounds = [inference.get(k, 0) for k in ("max_iter", "prior_max_iter")] if known else [None]
+        weight = inference.get("prior_weight", 0.0) if known else None
+        c.need(known and set(inference) <= {"max_iter", "prior_max_iter", "prior_weight"}
+               and all(_whole(r) and r >= 0 for r in rounds) and isinstance(weight, (int, float))
+               and not isinstance(weight, bool) and 0 <= weight < 1, "inference",
+               "an object with 'max_iter' (and optionally 'prior_max_iter'), whole numbers >= 0 (the fine rounds the "
+               "model was validated to run, from its coarse round and from a person's prior), and optionally "
+               "'prior_weight' in [0, 1)")
     if c.problems:
         raise ModelPackageError(f"{path} breaks the model.json schema: {'; '.join(c.problems)}. {FIX}", fix=FIX)
 
