@@ -29,7 +29,7 @@ from PancreasRSTNLib.engine.config import InferenceConfig, RunSettings  # noqa: 
 from PancreasRSTNLib.engine.guidance_input import guidance_from_images  # noqa: E402
 from PancreasRSTNLib.engine.segmentation import prepare_ct, segment_image  # noqa: E402
 from PancreasRSTNLib.io.model_package import load_model_package  # noqa: E402
-from PancreasRSTNLib.io.user_models import default_model_for  # noqa: E402
+from PancreasRSTNLib.io.user_models import resolve_model  # noqa: E402
 from PancreasRSTNLib.io.volume_io import read_image  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -47,7 +47,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ct_folder = next((SHARED / "nih_pancreas_ct" / "images" / "PANCREAS_0001").glob("*/*"))
-    model = args.model or default_model_for("pancreas").path
+    model = args.model or resolve_model(None, "pancreas").path
     package = load_model_package(model)
     t0 = time.perf_counter()
     image = read_image(ct_folder)
