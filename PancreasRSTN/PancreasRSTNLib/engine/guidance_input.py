@@ -39,10 +39,11 @@ def grid_differences(image: sitk.Image, ct: CanonicalGeometry) -> list[str]:
         found.append(f"size {'x'.join(map(str, size))} vs the CT's {'x'.join(map(str, ct.size))}")
     spacing = np.array(image.GetSpacing())
     if not np.allclose(spacing, ct.spacing, rtol=SPACING_TOLERANCE, atol=0):
-        found.append(f"spacing {tuple(round(s, 4) for s in spacing)} vs {tuple(round(s, 4) for s in ct.spacing)} mm")
+        found.append(f"spacing {tuple(round(float(s), 4) for s in spacing)} vs "
+                     f"{tuple(round(float(s), 4) for s in ct.spacing)} mm")
     if not np.allclose(image.GetOrigin(), ct.origin, atol=ORIGIN_TOLERANCE_MM, rtol=0):
-        found.append(f"origin {tuple(round(o, 2) for o in image.GetOrigin())} vs "
-                     f"{tuple(round(o, 2) for o in ct.origin)} mm")
+        found.append(f"origin {tuple(round(float(o), 2) for o in image.GetOrigin())} vs "
+                     f"{tuple(round(float(o), 2) for o in ct.origin)} mm")
     if not np.allclose(image.GetDirection(), ct.direction, atol=DIRECTION_TOLERANCE, rtol=0):
         found.append("direction cosines differ")
     return found

@@ -174,7 +174,9 @@ def _segment_one_ct(args: argparse.Namespace, plan: OutputPlan, output: Path, pr
         raise InputImageError(f"{exc} ({'; '.join(input_warnings)})" if input_warnings else str(exc),
                               fix=exc.fix) from exc
     del image  # the run needs only the canonical copy
+    t0 = time.perf_counter()
     guidance = read_guidance(args, ct.geometry)  # refused here, before the model runs
+    guidance_seconds = time.perf_counter() - t0
     prior_mask = None if guidance is None or guidance.prior is None else guidance.prior >= 0.5
     label_value = get_organ(package.organ).label_value  # the one rule (organs.py)
     rounds: list[dict] = []
@@ -219,7 +221,8 @@ def _segment_one_ct(args: argparse.Namespace, plan: OutputPlan, output: Path, pr
         "stop_reason": last.stop_reason,
         "dsc_history": [r["dsc_to_previous"] for r in rounds[1:]],
         "volume_ml": rounds[-1]["volume_ml"],
-        "seconds": {"read": round(read_seconds, 3), "write": round(write_seconds, 3),
+        "seconds": {"read": round(read_seconds, 3), "prior_and_region": round(guidance_seconds, 3),
+                    "write": round(write_seconds, 3),
                     "total": round(time.perf_counter() - started, 3)},
     }
 
@@ -248,6 +251,8 @@ def print_summary(summary: dict) -> None:
     history = ", ".join(f"{d:.4f}" for d in summary["dsc_history"]) or "none"
     print(f"inter-round DSC: {history}")
     stages: dict[str, float] = {"read": summary["seconds"]["read"]}
+    if summary["prior"] or summary["roi"]:
+        stages["prior and region"] = summary["seconds"]["prior_and_region"]
     for r in summary["rounds"]:
         for k, v in r["seconds"].items():
             key = k if r["stage"] == "coarse" else f"round {r['round']} {k}"
