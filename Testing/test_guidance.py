@@ -331,6 +331,14 @@ def test_segment_refuses_bad_guidance_and_writes_nothing(tmp_path, cli_case, cap
     assert message in capsys.readouterr().err and not out.exists() and not list(tmp_path.iterdir())
 
 
+def test_segment_refuses_guidance_for_a_cohort(tmp_path, cli_case, capsys):
+    ct, _, rough = cli_case
+    out = tmp_path / "out"
+    assert main(["segment", str(ct.parent), "-o", str(out), "--model", str(demo_model_dir()), "--prior",
+                 str(rough)]) == 1
+    assert "--prior and --roi steer one CT" in capsys.readouterr().err and not out.exists()
+
+
 def test_segment_refuses_a_prior_on_another_grid(tmp_path, cli_case, capsys):
     ct, _, rough = cli_case
     other = sitk.ReadImage(str(rough))[:, :, 4:40]
