@@ -7,27 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import demo_model_dir, tiny_models
+from helpers import tiny_models
 from PancreasRSTNLib.engine.inference import InferenceConfig, RSTNEngine, cudnn_autotuning
 from PancreasRSTNLib.engine.reference_loop import reference_segment
 from PancreasRSTNLib.engine.triplets import accumulate_whole_slices, slice_weights
 from PancreasRSTNLib.errors import ModelPackageError, OptionsError, RunCancelled
 from PancreasRSTNLib.evaluation.metrics import dice
-from PancreasRSTNLib.io.model_package import load_model_package
 from PancreasRSTNLib.models.model import RSTN, RSTNConfig
 from PancreasRSTNLib.phantom import make_phantom_canonical
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return load_model_package(demo_model_dir())
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    # the demo model's native scale (128x128x64 phantoms); an unseen seed
-    hu, labels = make_phantom_canonical(size=(128, 128, 64), seed=1234)
-    return hu, labels == 1
 
 
 def test_engine_matches_reference_loop(demo, phantom):

@@ -32,17 +32,6 @@ from PancreasRSTNLib.overlap import dice
 from PancreasRSTNLib.phantom import make_phantom, make_phantom_canonical
 
 
-@pytest.fixture(scope="module")
-def demo():
-    return load_model_package(demo_model_dir())
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    hu, labels = make_phantom_canonical(size=(128, 128, 64), seed=1234)
-    return hu, labels == 1
-
-
 def _rough(truth: np.ndarray, shift: int = 3) -> np.ndarray:
     """The truth shifted by a few voxels: a person's rough mask."""
     return np.roll(truth, shift, axis=0)

@@ -18,7 +18,6 @@ import os
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,58 +35,22 @@ EXPERT_COLOUR = (0.2, 0.9, 0.3)
 
 
 def install_slicer_standins():
-    """What the GUI suite's ``module`` fixture does: the PythonQt-like ``qt``, ``ctk`` and the application
-    stand-ins installed as modules, then PancreasRSTN.py imported."""
+    """What the GUI suite's ``module`` fixture does (``slicer_standins.install_module_standins``), then
+    PancreasRSTN.py imported."""
     import importlib
 
     import slicer_standins as s
-    import widgets
-    from pythonqt import build_qt_module
 
-    def module(name, **attributes):
-        m = types.ModuleType(name)
-        for key, value in attributes.items():
-            setattr(m, key, value)
-        return m
-
-    sys.modules["qt"] = build_qt_module(widgets.CUSTOM_WIDGETS)
-    sys.modules["ctk"] = module("ctk", **{c.__name__: c for c in widgets.CUSTOM_WIDGETS
-                                          if c.__name__.startswith("ctk")})
-    sys.modules["slicer.ScriptedLoadableModule"] = module(
-        "slicer.ScriptedLoadableModule", ScriptedLoadableModule=s.ScriptedLoadableModule,
-        ScriptedLoadableModuleLogic=s.ScriptedLoadableModuleLogic,
-        ScriptedLoadableModuleWidget=s.ScriptedLoadableModuleWidget,
-        ScriptedLoadableModuleTest=s.ScriptedLoadableModuleTest)
-    sys.modules["slicer.parameterNodeWrapper"] = module(
-        "slicer.parameterNodeWrapper", parameterNodeWrapper=s.parameterNodeWrapper, WithinRange=s.WithinRange)
-    s.ScriptedLoadableModuleWidget.module_file = ROOT / "PancreasRSTN" / "PancreasRSTN.py"
+    s.install_module_standins(ROOT / "PancreasRSTN" / "PancreasRSTN.py")
     return importlib.import_module("PancreasRSTN")
 
 
 def make_scene():
     """What the suite's ``scene`` fixture does: a slicer-core scene with the application's logics and three
     slice views' composite nodes."""
-    import slicer
-
     import slicer_standins as s
-    from PancreasRSTNSlicerLib.scene import create_core_context
 
-    context = create_core_context()
-    for name in ("Red", "Yellow", "Green"):
-        composite = slicer.vtkMRMLSliceCompositeNode()
-        composite.SetName(f"vtkMRMLSliceCompositeNode{name}")
-        composite.SetLayoutName(name)
-        context.scene.AddNode(composite)
-    layout = slicer.vtkMRMLLayoutNode()
-    context.scene.AddNode(layout)
-    plots = slicer.vtkSlicerPlotsLogic()
-    plots.SetMRMLApplicationLogic(context.app_logic)
-    plots.SetMRMLScene(context.scene)
-    context.layout_node = layout
-    slicer.mrmlScene = context.scene
-    slicer.app = s.SlicerApp(context.app_logic)
-    slicer.modules = s.build_modules(context, plots)
-    return context, plots
+    return s.build_core_scene()
 
 
 def load_ct(scene, folder: Path, name: str):
@@ -276,7 +239,7 @@ def main(argv=None) -> int:
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])  # noqa: F841 - kept alive
     module = install_slicer_standins()
-    context, _plots = make_scene()
+    context = make_scene()
     from PancreasRSTNSlicerLib.slice_snapshot import SliceLayers, mask_centre_ras, render_axial
 
     t_load = time.perf_counter()

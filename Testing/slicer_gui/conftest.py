@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,8 @@ MODULE_FILE = ROOT / "PancreasRSTN" / "PancreasRSTN.py"
 for path in (HERE, HERE.parent / "slicer_logic"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+from slicer_standins import STANDIN_MODULES  # noqa: E402  (after the harness folder is on sys.path)
 
 pytestmark = pytest.mark.slicer
 
@@ -46,14 +47,6 @@ def _hold_singletons(count: int = 2_000_000) -> None:
 
 
 _hold_singletons()
-STANDIN_MODULES = ("qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "PancreasRSTN")
-
-
-def _module(name: str, **attributes) -> types.ModuleType:
-    module = types.ModuleType(name)
-    for key, value in attributes.items():
-        setattr(module, key, value)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +55,10 @@ def module(qapp):
     import slicer
 
     import slicer_standins as s
-    import widgets
-    from pythonqt import build_qt_module
 
     saved = {name: sys.modules.get(name) for name in STANDIN_MODULES}
     saved_attributes = {name: getattr(slicer, name, None) for name in ("app", "modules", "mrmlScene")}
-    sys.modules["qt"] = build_qt_module(widgets.CUSTOM_WIDGETS)
-    sys.modules["ctk"] = _module("ctk", **{c.__name__: c for c in widgets.CUSTOM_WIDGETS
-                                           if c.__name__.startswith("ctk")})
-    sys.modules["slicer.ScriptedLoadableModule"] = _module(
-        "slicer.ScriptedLoadableModule", ScriptedLoadableModule=s.ScriptedLoadableModule,
-        ScriptedLoadableModuleLogic=s.ScriptedLoadableModuleLogic,
-        ScriptedLoadableModuleWidget=s.ScriptedLoadableModuleWidget,
-        ScriptedLoadableModuleTest=s.ScriptedLoadableModuleTest)
-    sys.modules["slicer.parameterNodeWrapper"] = _module(
-        "slicer.parameterNodeWrapper", parameterNodeWrapper=s.parameterNodeWrapper, WithinRange=s.WithinRange)
-    sys.modules.pop("PancreasRSTN", None)
-    s.ScriptedLoadableModuleWidget.module_file = MODULE_FILE
+    s.install_module_standins(MODULE_FILE)
     try:
         yield importlib.import_module("PancreasRSTN")
     finally:
@@ -109,26 +89,9 @@ def models_root(tmp_path, monkeypatch):
 @pytest.fixture
 def scene(module):
     """A fresh slicer-core scene with the application's logics, three slice views and a layout."""
-    import slicer
-
     import slicer_standins as s
-    from PancreasRSTNSlicerLib.scene import create_core_context
 
-    context = create_core_context()
-    for name in ("Red", "Yellow", "Green"):
-        composite = slicer.vtkMRMLSliceCompositeNode()
-        composite.SetName(f"vtkMRMLSliceCompositeNode{name}")
-        composite.SetLayoutName(name)
-        context.scene.AddNode(composite)
-    layout = slicer.vtkMRMLLayoutNode()
-    context.scene.AddNode(layout)
-    plots = slicer.vtkSlicerPlotsLogic()
-    plots.SetMRMLApplicationLogic(context.app_logic)
-    plots.SetMRMLScene(context.scene)
-    context.layout_node = layout
-    slicer.mrmlScene = context.scene
-    slicer.app = s.SlicerApp(context.app_logic)
-    slicer.modules = s.build_modules(context, plots)
+    context = s.build_core_scene()
     yield context
     context.scene.Clear(True)
 

@@ -341,3 +341,63 @@ def build_modules(context, plots_logic) -> types.SimpleNamespace:
         subjecthierarchy=_ModuleLogicHandle(context.subject_hierarchy_logic),
         terminologies=_ModuleLogicHandle(context.terminologies_logic),
     )
+
+
+# ---------------------------------------------------------------------------------------------- assembly
+#: the modules ``install_module_standins`` puts in ``sys.modules`` (the GUI suite restores them afterwards)
+STANDIN_MODULES = ("qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "PancreasRSTN")
+
+
+def _module(name: str, **attributes) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for key, value in attributes.items():
+        setattr(module, key, value)
+    return module
+
+
+def install_module_standins(module_file: Path) -> None:
+    """The PythonQt-like ``qt``, ``ctk`` and the application's scripted-module stand-ins installed as modules, so
+    that ``import PancreasRSTN`` (``module_file``) builds the real Widget; the GUI suite's ``module`` fixture and
+    ``scripts/make_catalogue_screenshot.py`` both use it."""
+    import sys
+
+    import widgets
+    from pythonqt import build_qt_module
+
+    sys.modules["qt"] = build_qt_module(widgets.CUSTOM_WIDGETS)
+    sys.modules["ctk"] = _module("ctk", **{c.__name__: c for c in widgets.CUSTOM_WIDGETS
+                                           if c.__name__.startswith("ctk")})
+    sys.modules["slicer.ScriptedLoadableModule"] = _module(
+        "slicer.ScriptedLoadableModule", ScriptedLoadableModule=ScriptedLoadableModule,
+        ScriptedLoadableModuleLogic=ScriptedLoadableModuleLogic,
+        ScriptedLoadableModuleWidget=ScriptedLoadableModuleWidget,
+        ScriptedLoadableModuleTest=ScriptedLoadableModuleTest)
+    sys.modules["slicer.parameterNodeWrapper"] = _module(
+        "slicer.parameterNodeWrapper", parameterNodeWrapper=parameterNodeWrapper, WithinRange=WithinRange)
+    sys.modules.pop("PancreasRSTN", None)
+    ScriptedLoadableModuleWidget.module_file = module_file
+
+
+def build_core_scene():
+    """A slicer-core scene with the application's logics, three slice views' composite nodes and a layout, made
+    the application's (``slicer.mrmlScene``, ``slicer.app``, ``slicer.modules``); returns its context."""
+    import slicer
+
+    from PancreasRSTNSlicerLib.scene import create_core_context
+
+    context = create_core_context()
+    for name in ("Red", "Yellow", "Green"):
+        composite = slicer.vtkMRMLSliceCompositeNode()
+        composite.SetName(f"vtkMRMLSliceCompositeNode{name}")
+        composite.SetLayoutName(name)
+        context.scene.AddNode(composite)
+    layout = slicer.vtkMRMLLayoutNode()
+    context.scene.AddNode(layout)
+    plots = slicer.vtkSlicerPlotsLogic()
+    plots.SetMRMLApplicationLogic(context.app_logic)
+    plots.SetMRMLScene(context.scene)
+    context.layout_node = layout
+    slicer.mrmlScene = context.scene
+    slicer.app = SlicerApp(context.app_logic)
+    slicer.modules = build_modules(context, plots)
+    return context
