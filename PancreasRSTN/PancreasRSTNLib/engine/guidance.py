@@ -43,12 +43,11 @@ class Guidance:
         if self.roi is not None:
             object.__setattr__(self, "roi", np.asarray(self.roi, dtype=bool))
 
-    @property
-    def empty(self) -> bool:
-        return self.prior is None and self.roi is None
-
     def check(self, shape: tuple[int, ...], threshold: float = 0.5) -> None:
-        """Refuse, before any work, guidance that cannot steer a run on a volume of ``shape``."""
+        """Refuse, before any work, guidance that cannot steer a run on a volume of ``shape`` (once per shape and
+        threshold: ``segment_image`` checks at once, the generator it returns would check again)."""
+        if self.__dict__.get("_checked") == (tuple(shape), threshold):
+            return
         for name, array in (("prior", self.prior), ("region of interest", self.roi)):
             if array is not None and tuple(array.shape) != tuple(shape):
                 raise InputImageError(f"The {name} has shape {array.shape}, the CT {tuple(shape)}. Give a mask on "
@@ -66,6 +65,7 @@ class Guidance:
         if self.prior is not None and self.roi is not None and not (self.prior[self.roi] >= threshold).any():
             raise InputImageError("The prior lies wholly outside the region of interest. Move the region so that "
                                   "it holds the organ, or run without it.")
+        object.__setattr__(self, "_checked", (tuple(shape), threshold))
 
     def to_model(self, resampling: Resampling | None) -> Guidance:
         """The same guidance on the model grid (linear resampling; the region thresholded at half a voxel)."""

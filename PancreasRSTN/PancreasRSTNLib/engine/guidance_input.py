@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputImageError, OptionsError
-from ..io.geometry import CanonicalGeometry, array_to_canonical, geometry_of
+from ..io.geometry import CanonicalGeometry, array_to_canonical
 from .guidance import Guidance
 from .slice_fill import fill_between_slices
 
@@ -196,8 +196,3 @@ def guidance_from_images(ct: CanonicalGeometry, prior: sitk.Image | None = None,
     guidance = Guidance(prior_array, roi, report)
     guidance.check(ct.canonical_shape)
     return guidance
-
-
-def same_grid(image: sitk.Image, reference: sitk.Image) -> bool:
-    """Do two images share one grid (size, spacing, origin, direction)?"""
-    return not grid_differences(image, geometry_of(reference))
