@@ -125,7 +125,7 @@ def roi_box_lps(roi_node, reference_node=None) -> tuple[float, float, float, flo
 def build_guidance(scene, ct_geometry: CanonicalGeometry, input_node, nodes: GuidanceNodes | None
                    ) -> Guidance | None:
     """The run's ``Guidance`` on the CT's canonical grid, checked by the core, or None without guidance."""
-    from PancreasRSTNLib.engine.guidance_input import guidance_from_images, roi_from_box
+    from PancreasRSTNLib.engine.guidance_input import guidance_from_images, roi_from_box_reported
 
     if nodes is None or nodes.empty:
         return None
@@ -134,10 +134,8 @@ def build_guidance(scene, ct_geometry: CanonicalGeometry, input_node, nodes: Gui
         prior = segment_to_image(scene, nodes.segmentation, nodes.segment_id, input_node)
     roi = roi_report = None
     if nodes.roi is not None:
-        box = roi_box_lps(nodes.roi, input_node)
-        roi = roi_from_box(box, ct_geometry)
-        roi_report = {"kind": "box", "node": nodes.roi.GetName(), "lps_mm": [round(float(v), 3) for v in box],
-                      "voxels": int(roi.sum())}
+        roi, roi_report = roi_from_box_reported(roi_box_lps(nodes.roi, input_node), ct_geometry)
+        roi_report["node"] = nodes.roi.GetName()
     guidance = guidance_from_images(ct_geometry, prior, 1 if prior is not None else None, roi, roi_report)
     if prior is not None:
         guidance.report["prior"].update(segmentation=nodes.segmentation.GetName(),

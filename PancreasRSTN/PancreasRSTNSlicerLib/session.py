@@ -101,7 +101,7 @@ class RunSession:
         self.guidance = guidance  # a person's prior and/or region (checked), steering every round
         self.guidance_nodes = guidance_nodes  # the person's nodes it came from: only read, never changed
         # the person's segment on the canonical input grid, for each round's DSC to it and volume change
-        self.prior_mask = None if guidance is None or guidance.prior is None else guidance.prior >= 0.5
+        self.prior_mask = None if guidance is None else guidance.prior_mask()
         self.created: list[str] = []  # node IDs, removed on abort
         self.rounds: dict[str, list[RoundNodes]] = {}
         self.tables: dict[str, Any] = {}

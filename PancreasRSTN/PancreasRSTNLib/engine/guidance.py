@@ -43,6 +43,10 @@ class Guidance:
         if self.roi is not None:
             object.__setattr__(self, "roi", np.asarray(self.roi, dtype=bool))
 
+    def prior_mask(self, threshold: float = 0.5) -> np.ndarray | None:
+        """The person's mask: the prior at the probability threshold (None without a prior)."""
+        return None if self.prior is None else self.prior >= threshold
+
     def check(self, shape: tuple[int, ...], threshold: float = 0.5) -> None:
         """Refuse, before any work, guidance that cannot steer a run on a volume of ``shape`` (once per shape and
         threshold: ``segment_image`` checks at once, the generator it returns would check again)."""

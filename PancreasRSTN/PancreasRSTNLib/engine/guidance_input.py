@@ -126,6 +126,12 @@ def roi_from_box(box: Sequence[float], ct: CanonicalGeometry) -> np.ndarray:
     return np.ascontiguousarray(array_to_canonical(inside, ct))
 
 
+def roi_from_box_reported(box: Sequence[float], ct: CanonicalGeometry) -> tuple[np.ndarray, dict]:
+    """``roi_from_box`` with what a summary says of it (the box, its voxels)."""
+    roi = roi_from_box(box, ct)
+    return roi, {"kind": "box", "lps_mm": [round(float(v), 3) for v in box], "voxels": int(roi.sum())}
+
+
 def roi_from_image(image: sitk.Image, ct: CanonicalGeometry) -> np.ndarray:
     """A region given as a mask on the CT's grid (any non-zero voxel is inside)."""
     _require_same_grid(image, ct, "The region of interest")
@@ -180,8 +186,7 @@ def roi_from_argument(text: str, ct: CanonicalGeometry) -> tuple[np.ndarray, dic
             from ..io.volume_io import read_image
 
             return roi_from_image(read_image(path), ct), {"kind": "mask", "file": str(path)}
-    roi = roi_from_box(box, ct)
-    return roi, {"kind": "box", "lps_mm": [round(float(v), 3) for v in box], "voxels": int(roi.sum())}
+    return roi_from_box_reported(box, ct)
 
 
 def guidance_from_images(ct: CanonicalGeometry, prior: sitk.Image | None = None, prior_label: int | None = None,

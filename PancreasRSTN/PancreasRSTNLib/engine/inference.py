@@ -222,7 +222,7 @@ class RSTNEngine:
         """Round 0 from a person's prior: its probability (limited to the region) and its mask at the threshold."""
         run.probability, run.mask = run.limit(run.prior.clone(), run.prior >= self.config.prob_threshold)
         if self.config.prior_weight:
-            run.anchor = run.probability.clone()
+            run.anchor = run.probability  # never written to: each fine round makes a new probability
         run.prior = None  # the run holds it as its previous round now
         stop = "max_iter" if self.config.max_iter == 0 else None
         run.meter.report(PRIOR_STAGE, finished=stop is not None)

@@ -274,8 +274,6 @@ def segment_canonical(
     at once and no frame but the generator's holds ``hu``. ``guidance``: as in ``segment_image``."""
     settings = settings or RunSettings()
     check_rstn_package(package)
-    if guidance is not None:
-        guidance.check(hu.shape, (settings.config or InferenceConfig()).prob_threshold)
     return _run_package(hu, GridMapping.for_input(hu.shape, spacing, package.spacing, resample=settings.resample,
                                                   geometry=geometry), package, settings, progress, guidance=guidance)
 
@@ -283,6 +281,8 @@ def segment_canonical(
 def _run_package(hu: np.ndarray, mapping: GridMapping, package: ModelPackage, settings: RunSettings,
                  progress: ProgressCallback | None, cancel: CancelCallback | None = None,
                  guidance: Guidance | None = None) -> Iterator[GridRound]:
+    if guidance is not None:  # refused now (this is no generator), not when the caller first asks for a round
+        guidance.check(hu.shape, (settings.config or InferenceConfig()).prob_threshold)
     refining = guidance is not None and guidance.prior is not None
     engine = build_engine(package, settings.config, settings.device, refining=refining)
     return run_on_grid(engine, hu, mapping, progress=progress, cancel=cancel, guidance=guidance)
@@ -323,6 +323,4 @@ def segment_image(
     hu, geometry = image if isinstance(image, CheckedCT) else prepare_ct(image, settings.allow_non_ct)
     mapping = GridMapping.for_input(hu.shape, geometry.canonical_spacing, package.spacing,
                                     resample=settings.resample, geometry=geometry)
-    if guidance is not None:  # refused now, not when the caller first asks for a round
-        guidance.check(hu.shape, (settings.config or InferenceConfig()).prob_threshold)
     return _run_package(hu, mapping, package, settings, progress, cancel, guidance)

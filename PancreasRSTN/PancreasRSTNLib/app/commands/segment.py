@@ -177,7 +177,7 @@ def _segment_one_ct(args: argparse.Namespace, plan: OutputPlan, output: Path, pr
     t0 = time.perf_counter()
     guidance = read_guidance(args, ct.geometry)  # refused here, before the model runs
     guidance_seconds = time.perf_counter() - t0
-    prior_mask = None if guidance is None or guidance.prior is None else guidance.prior >= 0.5
+    prior_mask = None if guidance is None else guidance.prior_mask()
     label_value = get_organ(package.organ).label_value  # the one rule (organs.py)
     rounds: list[dict] = []
     last: GridRound | None = None
