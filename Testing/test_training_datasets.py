@@ -102,3 +102,42 @@ def test_bad_cases_name_the_case_and_can_be_skipped(tmp_path):
         wrong_value.load(wrong_value.case("good"))
     with pytest.raises(DatasetError, match="not a dataset folder"):
         open_dataset(tmp_path / "bad" / "images")
+
+
+def test_two_trainings_caching_the_same_dataset_at_once_both_succeed(tmp_path, monkeypatch):
+    """Folds run side by side build one cache together: each must write whole files under names of its own (a
+    shared temporary name let one process rename away the other's file: FileNotFoundError mid-run)."""
+    import threading
+
+    from PancreasRSTNLib.training import data_cache
+
+    root = tmp_path / "pairs"
+    image, label = _write_pair(root / "images" / "a.nii.gz", root / "labels" / "a.nii.gz", 1)
+    ds = open_dataset(root)
+    both_saved = threading.Barrier(2, timeout=20)
+    real_save = np.save
+
+    def save_then_wait(file, arr, *args, **kwargs):  # both writers hold a written temporary file at once
+        real_save(file, arr, *args, **kwargs)
+        if "image" in str(file):
+            both_saved.wait()
+
+    monkeypatch.setattr(data_cache.np, "save", save_then_wait)
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            build_cache(ds, tmp_path / "cache")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    case = build_cache(ds, tmp_path / "cache").case("a")
+    assert np.array_equal(case.image, to_canonical(image)[0])
+    assert np.array_equal(case.label, to_canonical(label)[0])
+    assert sorted(p.name for p in (tmp_path / "cache" / "a").iterdir()) == ["image.npy", "label.npy", "meta.json"]

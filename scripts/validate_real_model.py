@@ -88,6 +88,9 @@ RECIPES["new_floor"] = {"data": {**RECIPES["old"]["data"], "sets": "all"}, "trai
 #: model can refine a person's rough mask (segment --prior)
 RECIPES["new_floor_prior"] = {"data": RECIPES["new_floor"]["data"],
                               "train": {**RECIPES["new_floor"]["train"], "prior_noise": 0.5}}
+#: the shipped default's recipe with its folds trained on the final model's whole schedule (6000 steps, not the
+#: 1000-step screening schedule), so that the validation measures the schedule that was shipped
+RECIPES["new_floor_prior_6k"] = {**RECIPES["new_floor_prior"], "fold_steps": "600,1400,3200,800"}
 RECIPES["old_alldata"] = {"data": {**RECIPES["old"]["data"], "sets": "all"}, "train": RECIPES["old"]["train"]}
 
 
@@ -238,7 +241,8 @@ def run_fold(data: Data, recipe_name: str, fold: int | None, folds: list[list[st
     if results_path.is_file() and not args.rescore:
         return json.loads(results_path.read_text())
     cases = data.training_cases(recipe, held_out)
-    steps = tuple(int(v) for v in (args.final_steps if fold is None else args.steps).split(","))
+    fold_steps = recipe.get("fold_steps", args.steps)
+    steps = tuple(int(v) for v in (args.final_steps if fold is None else fold_steps).split(","))
     cfg = train_config(recipe, steps, args.seed)
     log(f"{recipe_name} {name}: {len(cases)} training cases "
         f"({sum(c.image.shape[2] for c in cases if c.views == ('Z',))} JPEG slices), held out {len(held_out)}")

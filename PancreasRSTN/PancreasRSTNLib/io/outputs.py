@@ -201,7 +201,7 @@ def write_volume(image: sitk.Image, path: str | Path, shown: str | Path | None =
     path = Path(path)
     shown = shown or path
     suffix = volume_suffix(path) or "".join(path.suffixes[-1:])
-    with _published(path, shown, "writing", suffix) as tmp, itk_output() as itk:
+    with published(path, shown, "writing", suffix) as tmp, itk_output() as itk:
         try:
             sitk.WriteImage(image, str(tmp), useCompression=True)
             problem = None
@@ -307,13 +307,13 @@ def _text_header(head: bytes, nrrd: bool) -> tuple[dict[str, str], int]:
 def write_text(path: str | Path, text: str) -> Path:
     """Write a text file (a table, a report) whole or not at all: a temporary file renamed into place."""
     path = Path(path)
-    with _published(path, path, "partial") as tmp:
+    with published(path, path, "partial") as tmp:
         tmp.write_text(text)
     return path
 
 
 @contextmanager
-def _published(path: Path, shown: str | Path, tag: str, suffix: str = "") -> Iterator[Path]:
+def published(path: Path, shown: str | Path, tag: str, suffix: str = "") -> Iterator[Path]:
     """A temporary name beside ``path`` to write; renamed onto ``path`` when the block succeeds, removed in every
     case, and an ``OSError`` turned into an ``OutputPathError`` that says nothing was written."""
     tmp = path.parent / f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"

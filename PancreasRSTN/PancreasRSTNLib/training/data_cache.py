@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..io.geometry import to_canonical
+from ..io.outputs import published, write_text
 from .datasets import CaseRef, Dataset
 
 log = logging.getLogger(__name__)
@@ -83,14 +83,15 @@ def _cache_one(dataset: Dataset, case: CaseRef, d: Path, spacing: Sequence[float
         label = resampling.mask_to_model(label).astype(np.uint8)
         case_spacing = list(resampling.model_spacing)
     d.mkdir(parents=True, exist_ok=True)
-    for name, arr in (("image", hu), ("label", label)):
-        tmp = d / f"{name}.tmp.npy"
-        np.save(tmp, arr)
-        os.replace(tmp, d / f"{name}.npy")
     meta = {"fingerprint": _fingerprint(case, dataset.label_values, spacing), "spacing": case_spacing,
             "source_spacing": list(geometry.canonical_spacing),
             "shape": list(hu.shape), "organ_voxels": int(label.sum())}
-    (d / "meta.json").write_text(json.dumps(meta, indent=2))
+    # each file through a temporary name of this process's own, renamed into place: two trainings that cache
+    # the same dataset at once (folds run side by side) each write whole files and never rename each other's
+    for name, arr in (("image", hu), ("label", label)):
+        with published(d / f"{name}.npy", d / f"{name}.npy", "caching", ".npy") as tmp:
+            np.save(tmp, arr)
+    write_text(d / "meta.json", json.dumps(meta, indent=2))
 
 
 def build_cache(dataset: Dataset, cache_dir: str | Path, names: Sequence[str] | None = None,
