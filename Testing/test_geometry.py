@@ -109,3 +109,26 @@ def test_nih_arrays_are_in_the_canonical_layout(shared_dir):
         assert np.argwhere(mask)[:, 0].mean() > bone[:, 0].mean()  # pancreas in front of the bone
     vol = np.load(shared_dir / "data" / "nih0001_pancreas_label.npz")["volume"]
     assert np.argwhere(vol)[:, 1].mean() > vol.shape[1] / 2  # the pancreas lies on the patient's left
+
+
+def test_grid_differences_names_each_difference_and_forgives_header_round_off():
+    """The one comparison of grids (a label and its image, a prediction and its label, a prior and the CT)."""
+    from PancreasRSTNLib.io.geometry import geometry_of, grid_differences
+
+    ct = sitk.Image([40, 30, 20], sitk.sitkInt16)
+    ct.SetSpacing((0.8, 0.8, 2.5))
+    ct.SetOrigin((-100.0, 20.0, 300.0))
+    same = sitk.Image(ct)
+    same.SetSpacing(tuple(float(np.float32(s * (1 + 2e-7))) for s in ct.GetSpacing()))  # NIfTI float32 round-off
+    same.SetOrigin(tuple(o + 1e-3 for o in ct.GetOrigin()))
+    assert grid_differences(same, ct) == [] and grid_differences(same, geometry_of(ct)) == []
+    other = sitk.Image([40, 30, 21], sitk.sitkInt16)
+    other.SetSpacing((0.8, 0.81, 2.5))
+    other.SetOrigin((-100.0, 25.0, 300.0))
+    other.SetDirection((1, 0, 0, 0, 0, 1, 0, -1, 0))
+    found = grid_differences(other, ct, "the label's")
+    assert found == ["size 40x30x21 vs the label's 40x30x20",
+                     "spacing (0.8, 0.81, 2.5) vs the label's (0.8, 0.8, 2.5) mm",
+                     "origin (-100.0, 25.0, 300.0) vs the label's (-100.0, 20.0, 300.0) mm",
+                     "direction cosines differ"]
+    assert grid_differences(sitk.Image([40, 30], sitk.sitkInt16), ct) == ["it is 2-D, not 3-D"]

@@ -209,7 +209,7 @@ def test_prior_images_are_checked_against_the_ct(tmp_path):
     moved = sitk.Image(label_image)
     moved.SetOrigin([o + 5 for o in image.GetOrigin()])
     moved.SetSpacing([s * 2 for s in image.GetSpacing()])
-    with pytest.raises(InputImageError, match="another grid than the CT: spacing \\(1.8, 1.8, 5.0\\) vs "
+    with pytest.raises(InputImageError, match="another grid than the CT: spacing \\(1.8, 1.8, 5.0\\) vs the CT.s "
                                               "\\(0.9, 0.9, 2.5\\) mm; origin"):
         prior_from_image(moved, geometry, label=3)
     empty = sitk.Image(label_image) * 0

@@ -17,36 +17,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputImageError, OptionsError
-from ..io.geometry import CanonicalGeometry, array_to_canonical
+from ..io.geometry import CanonicalGeometry, array_to_canonical, grid_differences
 from .guidance import Guidance
 from .slice_fill import fill_between_slices
 
 #: how far two grids may differ and still be "the same grid" (mm for the origin, relative for the spacing)
-ORIGIN_TOLERANCE_MM = 1e-2
-SPACING_TOLERANCE = 1e-4
-DIRECTION_TOLERANCE = 1e-4
 
 Box = tuple[float, float, float, float, float, float]  # x0, x1, y0, y1, z0, z1 in LPS mm
-
-
-def grid_differences(image: sitk.Image, ct: CanonicalGeometry) -> list[str]:
-    """How ``image``'s grid differs from the CT's (empty: the same grid)."""
-    found = []
-    if image.GetDimension() != 3:
-        return [f"it is {image.GetDimension()}-D, the CT 3-D"]
-    size = tuple(int(s) for s in image.GetSize())
-    if size != ct.size:
-        found.append(f"size {'x'.join(map(str, size))} vs the CT's {'x'.join(map(str, ct.size))}")
-    spacing = np.array(image.GetSpacing())
-    if not np.allclose(spacing, ct.spacing, rtol=SPACING_TOLERANCE, atol=0):
-        found.append(f"spacing {tuple(round(float(s), 4) for s in spacing)} vs "
-                     f"{tuple(round(float(s), 4) for s in ct.spacing)} mm")
-    if not np.allclose(image.GetOrigin(), ct.origin, atol=ORIGIN_TOLERANCE_MM, rtol=0):
-        found.append(f"origin {tuple(round(float(o), 2) for o in image.GetOrigin())} vs "
-                     f"{tuple(round(float(o), 2) for o in ct.origin)} mm")
-    if not np.allclose(image.GetDirection(), ct.direction, atol=DIRECTION_TOLERANCE, rtol=0):
-        found.append("direction cosines differ")
-    return found
 
 
 def _require_same_grid(image: sitk.Image, ct: CanonicalGeometry, what: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import DatasetError
+from ..io.geometry import grid_differences
 from ..io.outputs import VOLUME_SUFFIXES, json_text, write_text
 from .bad_cases import BadCases, unlabelled_images
 from .metrics import METRICS, segmentation_metrics, summary_stats
@@ -41,8 +41,6 @@ def find_prediction(folder: Path, case: str) -> Path | None:
 def _read_pair(case: CaseRef, predictions: Path) -> tuple[sitk.Image, sitk.Image, Path]:
     """(label, prediction, its file) of a case, on one grid; raises DatasetError saying why they cannot be
     scored."""
-    from ..training.datasets import check_same_grid
-
     path = find_prediction(Path(predictions), case.name)
     if path is None:
         raise DatasetError(f"no prediction {case.name}.nii.gz (or .nii, .nrrd, .mha) in {predictions}")
@@ -50,12 +48,9 @@ def _read_pair(case: CaseRef, predictions: Path) -> tuple[sitk.Image, sitk.Image
         label, prediction = sitk.ReadImage(str(case.label)), sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise DatasetError(f"cannot read {path.name} or its label: {str(exc).strip().splitlines()[-1]}") from exc
-    try:
-        check_same_grid(case.name, label, prediction)
-    except DatasetError as exc:  # its words are an image's and its label's: say them of a prediction
-        found = re.search(r"\((.*)\)\. Resample", str(exc))
-        details = found.group(1).replace("vs image", "vs the label's") if found else str(exc)
-        raise DatasetError(f"the prediction {path.name} is not on its label's grid ({details})") from exc
+    problems = grid_differences(prediction, label, "the label's")
+    if problems:
+        raise DatasetError(f"the prediction {path.name} is not on its label's grid ({'; '.join(problems)})")
     return label, prediction, path
 
 

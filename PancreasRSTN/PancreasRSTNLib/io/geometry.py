@@ -141,3 +141,39 @@ def canonical_box_to_image(sub: np.ndarray, offset: tuple[int, int, int], geomet
     image.SetDirection(geometry.direction)
     image.SetOrigin(geometry.reference_image().TransformIndexToPhysicalPoint([int(s) for s in start]))
     return image
+
+
+#: how far two headers may differ and still describe one grid: the round-off of the file formats (NIfTI stores
+#: float32), never another acquisition or a resampled copy
+GRID_SPACING_RTOL = 1e-3
+GRID_ORIGIN_MIN_MM = 1e-2  # or 1 % of the finest spacing, if that is more
+GRID_DIRECTION_ATOL = 1e-3
+
+
+def grid_differences(image: sitk.Image, reference: sitk.Image | CanonicalGeometry, whose: str = "the CT's"
+                     ) -> list[str]:
+    """How ``image``'s voxel grid differs from ``reference``'s (empty: the same grid), in words for an error
+    message: ``"size 64x64x30 vs the CT's 64x64x40"``. The one comparison of grids, for a label against its
+    image, a prediction against its label and a person's prior against the CT."""
+    if image.GetDimension() != 3:
+        return [f"it is {image.GetDimension()}-D, not 3-D"]
+    if isinstance(reference, CanonicalGeometry):
+        size, spacing, origin, direction = reference.size, reference.spacing, reference.origin, reference.direction
+    else:
+        size, spacing = reference.GetSize(), reference.GetSpacing()
+        origin, direction = reference.GetOrigin(), reference.GetDirection()
+
+    def shown(values: tuple[float, ...], digits: int) -> str:
+        return str(tuple(round(float(v), digits) for v in values))
+
+    found = []
+    if tuple(int(s) for s in image.GetSize()) != tuple(int(s) for s in size):
+        found.append(f"size {'x'.join(map(str, image.GetSize()))} vs {whose} {'x'.join(map(str, size))}")
+    if not np.allclose(image.GetSpacing(), spacing, rtol=GRID_SPACING_RTOL, atol=0):
+        found.append(f"spacing {shown(image.GetSpacing(), 4)} vs {whose} {shown(spacing, 4)} mm")
+    origin_tolerance = max(GRID_ORIGIN_MIN_MM, 0.01 * min(spacing))
+    if not np.allclose(image.GetOrigin(), origin, atol=origin_tolerance, rtol=0):
+        found.append(f"origin {shown(image.GetOrigin(), 2)} vs {whose} {shown(origin, 2)} mm")
+    if not np.allclose(image.GetDirection(), direction, atol=GRID_DIRECTION_ATOL, rtol=0):
+        found.append("direction cosines differ")
+    return found

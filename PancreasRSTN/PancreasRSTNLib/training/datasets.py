@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import DatasetError, InputImageError, RSTNError
+from ..io.geometry import grid_differences
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: The value that marks the organ in a binary (single-organ) label map, as NIH and most MSD tasks have it.
@@ -96,19 +97,9 @@ class Dataset:
         return image, mask
 
 
-def check_same_grid(name: str, image: sitk.Image, label: sitk.Image, tol: float = 1e-3) -> None:
+def check_same_grid(name: str, image: sitk.Image, label: sitk.Image) -> None:
     """The label must lie on the image's voxel grid (size, spacing, origin, direction)."""
-    problems = []
-    if image.GetSize() != label.GetSize():
-        problems.append(f"size {label.GetSize()} vs image {image.GetSize()}")
-    if not np.allclose(image.GetSpacing(), label.GetSpacing(), rtol=tol, atol=tol):
-        problems.append(f"spacing {tuple(round(s, 4) for s in label.GetSpacing())} vs image "
-                        f"{tuple(round(s, 4) for s in image.GetSpacing())}")
-    if not np.allclose(image.GetOrigin(), label.GetOrigin(), atol=max(tol, 1e-2 * min(image.GetSpacing()))):
-        problems.append(f"origin {tuple(round(o, 2) for o in label.GetOrigin())} vs image "
-                        f"{tuple(round(o, 2) for o in image.GetOrigin())}")
-    if not np.allclose(image.GetDirection(), label.GetDirection(), atol=tol):
-        problems.append("direction differs")
+    problems = grid_differences(label, image, "the image's")
     if problems:
         raise DatasetError(f"Case {name}: the label grid differs from the image grid ({'; '.join(problems)}). "
                            "Resample the label onto the image (nearest neighbour) or fix its header, or remove the "
