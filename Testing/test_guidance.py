@@ -204,7 +204,7 @@ def test_prior_images_are_checked_against_the_ct(tmp_path):
         prior_from_image(label_image, geometry)
     with pytest.raises(OptionsError, match="--prior-label 5 is not in the prior \\(it holds 2, 3\\)"):
         prior_from_image(label_image, geometry, label=5)
-    prior, report = prior_from_image(label_image, geometry, label=3)
+    prior, report, _ = prior_from_image(label_image, geometry, label=3)
     assert report["label"] == 3 and report["voxels"] == 2 * 7 * 9
     moved = sitk.Image(label_image)
     moved.SetOrigin([o + 5 for o in image.GetOrigin()])
@@ -219,8 +219,34 @@ def test_prior_images_are_checked_against_the_ct(tmp_path):
     with pytest.raises(InputImageError, match="neither labels nor probabilities"):
         prior_from_image(probability, geometry)
     probability = sitk.Cast(label_image == 2, sitk.sitkFloat32) * 0.75
-    prior, report = prior_from_image(probability, geometry)
-    assert report["kind"] == "probability map" and prior.max() == pytest.approx(0.75)
+    prior, report, drawn = prior_from_image(probability, geometry)
+    assert report["kind"] == "probability map" and drawn is None and prior.max() == pytest.approx(0.75)
+
+
+def test_a_sparse_priors_drawn_slices_are_kept_as_drawn_in_every_round(demo, resampled_case):
+    """Contours on every 5th axial slice, on a grid the run resamples: each round's mask and probability hold
+    the person's contours exactly on those slices (the fine net at the model's spacing would re-draw them), and
+    the rest of the volume is the model's."""
+    image, labels = resampled_case
+    ct = prepare_ct(image)
+    truth = to_canonical(sitk.Cast(labels == 1, sitk.sitkUInt8))[0].astype(bool)
+    drawn_at = np.flatnonzero(truth.any(axis=(0, 1)))[::5]
+    sparse = np.zeros_like(truth)
+    sparse[:, :, drawn_at] = np.roll(truth, 2, axis=0)[:, :, drawn_at]  # rough contours, a little off
+    guidance = guidance_from_images(ct.geometry, from_canonical(sparse.astype(np.uint8), ct.geometry))
+    assert guidance.report["prior"]["drawn_slices_kept"] == len(drawn_at)
+    rounds = list(segment_image(ct, demo, RunSettings(config=InferenceConfig(max_iter=2, thr=1.0)),
+                                guidance=guidance))
+    assert rounds[0].mapping.resampling is not None and [r.stage for r in rounds] == ["prior", "fine", "fine"]
+    for r in rounds:
+        assert np.array_equal(r.canonical_mask[:, :, drawn_at], sparse[:, :, drawn_at])
+        assert np.array_equal(r.canonical_probability()[:, :, drawn_at], sparse[:, :, drawn_at].astype(np.float32))
+    between = np.setdiff1d(np.arange(drawn_at[0], drawn_at[-1]), drawn_at)
+    assert rounds[-1].canonical_mask[:, :, between].any()  # filled and refined between the drawn slices
+    kept = to_canonical(rounds[-1].mask_image())[0][:, :, drawn_at] > 0  # and so in the image written out
+    assert np.array_equal(kept, sparse[:, :, drawn_at])
+    dense = guidance_from_images(ct.geometry, sitk.Cast(labels == 1, sitk.sitkUInt8))
+    assert dense.drawn is None and "drawn_slices_kept" not in dense.report["prior"]  # a whole mask is refined
 
 
 @pytest.mark.parametrize("oblique", [False, True])

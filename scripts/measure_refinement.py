@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "PancreasRSTN"))
 
 from PancreasRSTNLib.devices import device_description  # noqa: E402
 from PancreasRSTNLib.engine.config import InferenceConfig, RunSettings  # noqa: E402
-from PancreasRSTNLib.engine.guidance import Guidance  # noqa: E402
+from PancreasRSTNLib.engine.guidance import DrawnSlices, Guidance  # noqa: E402
 from PancreasRSTNLib.engine.guidance_input import prior_from_image  # noqa: E402
 from PancreasRSTNLib.engine.segmentation import prepare_ct, segment_image  # noqa: E402
 from PancreasRSTNLib.io.geometry import to_canonical  # noqa: E402
@@ -112,12 +112,14 @@ def slicer_fill_between_slices(sparse: sitk.Image) -> sitk.Image:
 
 
 # ------------------------------------------------------------------------------------------------- runs
-def rounds_from(ct, package, prior: np.ndarray, truth: np.ndarray) -> tuple[list[float], float]:
+def rounds_from(ct, package, prior: np.ndarray, truth: np.ndarray, drawn: DrawnSlices | None = None
+                ) -> tuple[list[float], float]:
     """DSC of round 0 (the prior) and fine rounds 1..ROUNDS against the truth; seconds of the run."""
     settings = RunSettings(config=InferenceConfig(views=tuple(package.views), max_iter=ROUNDS, thr=1.0,
                                                   prior_weight=PRIOR_WEIGHT), device="cpu")
     t0 = time.perf_counter()
-    dscs = [dice(r.canonical_mask, truth) for r in segment_image(ct, package, settings, guidance=Guidance(prior))]
+    dscs = [dice(r.canonical_mask, truth) for r in segment_image(ct, package, settings,
+                                                                    guidance=Guidance(prior, drawn=drawn))]
     return [round(d, 4) for d in dscs], round(time.perf_counter() - t0, 2)
 
 
@@ -132,8 +134,8 @@ def measure_case(name: str, package, label: str) -> dict:
     for kind in CORRUPTIONS:
         corrupted = corrupt(truth_image, kind)
         given = to_canonical(corrupted)[0].astype(bool)
-        prior, report = prior_from_image(corrupted, ct.geometry)
-        dscs, seconds = rounds_from(ct, package, prior, truth)
+        prior, report, drawn = prior_from_image(corrupted, ct.geometry)
+        dscs, seconds = rounds_from(ct, package, prior, truth, drawn)
         row = {"given": round(dice(given, truth), 4), "rstn_rounds": dscs, "seconds": seconds,
                "filled_slices": report.get("filled_slices", 0)}
         if "slice" in kind:

@@ -13,7 +13,7 @@ when built (``io/guidance_io.py``), the model grid inside the engine (``to_model
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,13 +29,39 @@ PRIOR_STAGE = "prior"
 
 
 @dataclass(frozen=True)
+class DrawnSlices:
+    """The axial slices a person contoured in a sparse prior (every 5th slice, say), kept as drawn in every
+    round's result on the input grid.
+
+    Why: Slicer's "Fill between slices" keeps the drawn contours, and a person who drew them expects them back;
+    the fine network at 1.5 mm re-draws each one, coarser than the person did (measured: docs/refinement.md)."""
+
+    indices: np.ndarray  # canonical axis-2 (axial) indices on the input grid
+    masks: np.ndarray  # bool (rows, cols, len(indices)): the person's contours there
+
+    @classmethod
+    def of(cls, mask: np.ndarray, indices: np.ndarray) -> DrawnSlices:
+        indices = np.asarray(indices, dtype=np.int64)
+        return cls(indices, np.ascontiguousarray(np.asarray(mask, dtype=bool)[:, :, indices]))
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (a mask, or a probability: 0/1 there; on the grid ``Guidance.check`` accepted) with the
+        drawn slices put back; a copy, never the caller's array changed."""
+        out = np.array(values, copy=True)
+        out[:, :, self.indices] = self.masks.astype(out.dtype)
+        return out
+
+
+@dataclass(frozen=True)
 class Guidance:
     """A prior (float32 probability in [0, 1]; a binary mask is 0/1) and/or a region of interest (bool), both
-    canonical; ``report`` says what the person gave, for summaries (JSON)."""
+    canonical; ``report`` says what the person gave, for summaries (JSON). ``drawn``: the contoured slices of a
+    sparse prior, on the input grid, that every result keeps (not resampled: ``to_model`` leaves them out)."""
 
     prior: np.ndarray | None = None
     roi: np.ndarray | None = None
     report: dict = field(default_factory=dict)
+    drawn: DrawnSlices | None = None
 
     def __post_init__(self) -> None:
         if self.prior is not None:
@@ -56,6 +82,10 @@ class Guidance:
             if array is not None and tuple(array.shape) != tuple(shape):
                 raise InputImageError(f"The {name} has shape {array.shape}, the CT {tuple(shape)}. Give a mask on "
                                       "the CT's own grid (same size, spacing, origin and direction).")
+        if self.drawn is not None and (self.drawn.masks.shape[:2] != tuple(shape[:2])
+                                       or (len(self.drawn.indices) and self.drawn.indices.max() >= shape[2])):
+            raise InputImageError(f"The drawn slices ({self.drawn.masks.shape[:2]}) do not fit the CT "
+                                  f"{tuple(shape)}. Give a mask on the CT's own grid.")
         if self.prior is not None:
             if not np.isfinite(self.prior).all() or self.prior.min() < 0 or self.prior.max() > 1:
                 raise InputImageError("The prior holds values outside [0, 1] or NaNs. Give a label map (with "
@@ -74,7 +104,7 @@ class Guidance:
     def to_model(self, resampling: Resampling | None) -> Guidance:
         """The same guidance on the model grid (linear resampling; the region thresholded at half a voxel)."""
         if resampling is None:
-            return self
+            return replace(self, drawn=None)
         prior = None if self.prior is None else resampling.to_model(self.prior, default=0.0, dtype=np.float32)
         if prior is not None and not (prior >= 0.5).any():
             spacing = "x".join(f"{s:g}" for s in resampling.model_spacing)

@@ -12,14 +12,15 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputImageError, OptionsError
 from ..io.geometry import CanonicalGeometry, array_to_canonical, grid_differences
-from .guidance import Guidance
-from .slice_fill import fill_between_slices
+from .guidance import DrawnSlices, Guidance
+from .slice_fill import contoured_slices, fill_between_slices
 
 #: how far two grids may differ and still be "the same grid" (mm for the origin, relative for the spacing)
 
@@ -38,11 +39,18 @@ def _canonical(image: sitk.Image, ct: CanonicalGeometry) -> np.ndarray:
     return np.ascontiguousarray(array_to_canonical(sitk.GetArrayViewFromImage(image), ct))
 
 
+class PriorInput(NamedTuple):
+    prior: np.ndarray  # float32 in [0, 1], canonical, on the CT's grid
+    report: dict
+    drawn: DrawnSlices | None  # a sparse prior's contoured slices, which the results keep
+
+
 def prior_from_image(image: sitk.Image, ct: CanonicalGeometry, label: int | None = None,
-                     fill: bool = True) -> tuple[np.ndarray, dict]:
+                     fill: bool = True) -> PriorInput:
     """A prior on the CT's canonical grid from a label map (``label``: the value that marks the organ; None: the
     one non-zero value it holds) or a probability map in [0, 1]. A binary prior contoured on some axial slices
-    only is filled between them first (``slice_fill``) unless ``fill`` is False. Returns (prior, report)."""
+    only is filled between them first (``slice_fill``) unless ``fill`` is False, and its contoured slices are
+    returned to be kept as drawn."""
     _require_same_grid(image, ct, "The prior")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputImageError("The prior has several components per voxel (a colour or vector image). Give a "
@@ -52,6 +60,7 @@ def prior_from_image(image: sitk.Image, ct: CanonicalGeometry, label: int | None
         raise InputImageError("The prior holds NaN or infinite values. Give a label map or a probability map.")
     integral = np.issubdtype(values.dtype, np.integer) or bool(np.all(values == np.round(values)))
     report: dict = {"kind": "label map" if integral else "probability map"}
+    drawn = None
     if integral:
         present = [int(v) for v in np.unique(values) if v != 0]
         if label is None:
@@ -68,8 +77,12 @@ def prior_from_image(image: sitk.Image, ct: CanonicalGeometry, label: int | None
             raise InputImageError("The prior is empty: no voxel of the organ. Give a mask that holds the organ, "
                                   "or run without --prior.")
         if fill:
-            prior, filled = fill_between_slices(prior, ct.canonical_spacing, axis=2)
+            filled_prior, filled = fill_between_slices(prior, ct.canonical_spacing, axis=2)
             report.update(filled)
+            if filled["filled_slices"]:  # a sparse contouring: its slices are kept as drawn
+                drawn = DrawnSlices.of(prior, contoured_slices(prior, axis=2))
+                report["drawn_slices_kept"] = len(drawn.indices)
+            prior = filled_prior
         prior = prior.astype(np.float32)
     else:
         if values.min() < 0 or values.max() > 1:
@@ -78,7 +91,7 @@ def prior_from_image(image: sitk.Image, ct: CanonicalGeometry, label: int | None
         prior = values.astype(np.float32)
     report["voxels"] = int((prior >= 0.5).sum())
     report["volume_ml"] = round(report["voxels"] * float(np.prod(ct.spacing)) / 1000.0, 3)
-    return prior, report
+    return PriorInput(prior, report, drawn)
 
 
 def roi_from_box(box: Sequence[float], ct: CanonicalGeometry) -> np.ndarray:
@@ -169,12 +182,12 @@ def roi_from_argument(text: str, ct: CanonicalGeometry) -> tuple[np.ndarray, dic
 def guidance_from_images(ct: CanonicalGeometry, prior: sitk.Image | None = None, prior_label: int | None = None,
                          roi: np.ndarray | None = None, roi_report: dict | None = None) -> Guidance:
     """The run's ``Guidance`` on the CT's canonical grid, checked (empty prior, region off the image)."""
-    prior_array, report = (None, {})
+    prior_array, report, drawn = (None, {}, None)
     if prior is not None:
-        prior_array, prior_report = prior_from_image(prior, ct, prior_label)
+        prior_array, prior_report, drawn = prior_from_image(prior, ct, prior_label)
         report["prior"] = prior_report
     if roi is not None:
         report["roi"] = roi_report or {"kind": "mask", "voxels": int(roi.sum())}
-    guidance = Guidance(prior_array, roi, report)
+    guidance = Guidance(prior_array, roi, report, drawn)
     guidance.check(ct.canonical_shape)
     return guidance

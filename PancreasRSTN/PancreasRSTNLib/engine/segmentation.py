@@ -31,7 +31,7 @@ from ..models.clstm import SliceRefiner
 from ..models.intensity import HUWindow
 from .cai_inference import CaiEngine, RefinedEngine
 from .config import CancelCallback, InferenceConfig, ProgressCallback, RunSettings
-from .guidance import Guidance
+from .guidance import DrawnSlices, Guidance
 from .inference import RSTNEngine
 from .resampling import Resampling, needs_resampling
 from .results import RoundResult
@@ -112,14 +112,17 @@ class GridRound:
     result: RoundResult
     mapping: GridMapping
     threshold: float = 0.5
+    drawn: DrawnSlices | None = None  # a person's contoured slices, kept as drawn
 
     @cached_property
     def canonical_mask(self) -> np.ndarray:
         """The mask on the canonical input grid (bool)."""
-        return self.mapping.mask(self.result.probability, self.result.mask, self.threshold)
+        mask = self.mapping.mask(self.result.probability, self.result.mask, self.threshold)
+        return mask if self.drawn is None else self.drawn.apply(mask)
 
     def canonical_probability(self) -> np.ndarray:
-        return self.mapping.probability(self.result.probability)
+        probability = self.mapping.probability(self.result.probability)
+        return probability if self.drawn is None else self.drawn.apply(probability)
 
     def canonical_saliency(self, view: str) -> tuple[np.ndarray, tuple[int, int, int]] | None:
         """(3, a, b, c) weight channels of ``view`` over a box of the canonical input grid, and its offset."""
@@ -251,9 +254,10 @@ def run_on_grid(
     model_hu = mapping.to_model(hu)
     oracle = None if oracle_mask is None else mapping.truth_to_model(oracle_mask)
     model_guidance = None if guidance is None else guidance.to_model(mapping.resampling)
+    drawn = None if guidance is None else guidance.drawn
     del hu, oracle_mask, guidance  # with resampling, the caller's input-grid copies can go as soon as it lets them
     for result in engine.run(model_hu, progress=progress, cancel=cancel, oracle_mask=oracle, guidance=model_guidance):
-        yield GridRound(result, mapping, engine.config.prob_threshold)
+        yield GridRound(result, mapping, engine.config.prob_threshold, drawn)
 
 
 def segment_canonical(
