@@ -1,5 +1,6 @@
 """The module's self-test inside the Slicer application (``Slicer --testing``): the default model on SampleData's
-abdominal CTA (CTAAbdomenPanoramix, downloaded at run time), and bad inputs leaving the scene as it was.
+abdominal CTA (CTAAbdomenPanoramix, downloaded at run time), a refinement from its result, and bad inputs
+leaving the scene as it was.
 
 ``PancreasRSTNTest`` in PancreasRSTN.py is ``SelfTest`` on Slicer's ``ScriptedLoadableModuleTest`` (which gives
 ``delayDisplay`` and the unittest assertions). It needs the application's ``slicer.mrmlScene`` and SampleData, so
@@ -12,6 +13,7 @@ import numpy as np
 
 from PancreasRSTNLib.errors import InputImageError
 
+from .guidance_nodes import GuidanceNodes, segment_to_image
 from .logic import RunOptions
 from .run_controller import RunController
 
@@ -53,6 +55,24 @@ class SelfTest:
         self.assertEqual(rounds[0].labelmap.GetName(), "Pancreas \u2013 round 0")
         self.assertIn("15776009", result.segmentation.GetSegmentation().GetNthSegment(0).GetTerminology())
         self.assertEqual(rounds[-1].labelmap.GetImageData().GetDimensions(), volume.GetImageData().GetDimensions())
+        self.check_refinement(logic, volume, result.segmentation)
+
+    def check_refinement(self, logic, volume, segmentation) -> None:
+        """Refine from a run's segment, as the panel's "Refine from segment" does: round 0 is the segment, the
+        new run is named "... refined", and the person's segmentation is only read."""
+        import SimpleITK as sitk
+        import slicer
+
+        segment_id = segmentation.GetSegmentation().GetNthSegmentID(0)
+        before = sitk.GetArrayFromImage(segment_to_image(slicer.mrmlScene, segmentation, segment_id, volume))
+        self.delayDisplay("Refining from the result's segment")
+        rounds = []
+        refined = RunController(logic).run(volume, FAST, on_round=rounds.append,
+                                           guidance=GuidanceNodes(segmentation, segment_id))
+        self.assertEqual([r.stage for r in rounds][:2], ["prior", "fine"])
+        self.assertIn("refined", refined.segmentation.GetName())
+        after = sitk.GetArrayFromImage(segment_to_image(slicer.mrmlScene, segmentation, segment_id, volume))
+        np.testing.assert_array_equal(after, before)  # the segment refined from is unchanged
 
     def test_bad_inputs_leave_scene_unchanged(self) -> None:
         import slicer

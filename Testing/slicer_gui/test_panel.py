@@ -510,6 +510,21 @@ def test_the_self_test_of_bad_inputs_runs_here(module, scene, models_root):
     assert case.displayed == ["Bad inputs OK"]
 
 
+def test_the_self_test_of_a_refinement_runs_here(module, scene, models_root):
+    """The in-Slicer self-test's refinement step, on the phantom and the test model (its first step needs
+    SampleData's download)."""
+    from PancreasRSTNSlicerLib.run_controller import RunController
+    from PancreasRSTNSlicerLib.self_test import FAST
+
+    case = module.PancreasRSTNTest("test_default_model_on_sample_ct")
+    case.setUp()
+    logic = case.logic_class()
+    volume = _ct(scene)
+    first = RunController(logic).run(volume, FAST)
+    case.check_refinement(logic, volume, first.segmentation)
+    assert case.displayed == ["Refining from the result's segment"]
+
+
 def test_a_screenshot_of_the_panel_after_a_run(panel, scene, qtbot, always_on, tmp_path):
     """widget.grab() of the real panel; PANCREAS_RSTN_SCREENSHOT=path keeps it (the catalogue screenshot)."""
     import os
