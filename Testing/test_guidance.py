@@ -247,6 +247,10 @@ def test_a_sparse_priors_drawn_slices_are_kept_as_drawn_in_every_round(demo, res
     assert np.array_equal(kept, sparse[:, :, drawn_at])
     dense = guidance_from_images(ct.geometry, sitk.Cast(labels == 1, sitk.sitkUInt8))
     assert dense.drawn is None and "drawn_slices_kept" not in dense.report["prior"]  # a whole mask is refined
+    holed = truth.copy()
+    holed[:, :, drawn_at[1]] = False  # a whole mask that lost a slice (an eroded thin part): refined, not kept
+    guided = guidance_from_images(ct.geometry, from_canonical(holed.astype(np.uint8), ct.geometry))
+    assert guided.report["prior"]["filled_slices"] == 1 and guided.drawn is None
 
 
 @pytest.mark.parametrize("oblique", [False, True])

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from ..errors import InputImageError, OptionsError
 from ..io.geometry import CanonicalGeometry, array_to_canonical, grid_differences
 from .guidance import DrawnSlices, Guidance
-from .slice_fill import contoured_slices, fill_between_slices
+from .slice_fill import contoured_slices, fill_between_slices, is_sparse_contouring
 
 #: how far two grids may differ and still be "the same grid" (mm for the origin, relative for the spacing)
 
@@ -79,7 +79,7 @@ def prior_from_image(image: sitk.Image, ct: CanonicalGeometry, label: int | None
         if fill:
             filled_prior, filled = fill_between_slices(prior, ct.canonical_spacing, axis=2)
             report.update(filled)
-            if filled["filled_slices"]:  # a sparse contouring: its slices are kept as drawn
+            if is_sparse_contouring(filled):  # the person drew these slices: they are kept as drawn
                 drawn = DrawnSlices.of(prior, contoured_slices(prior, axis=2))
                 report["drawn_slices_kept"] = len(drawn.indices)
             prior = filled_prior

@@ -26,6 +26,12 @@ def has_gaps(mask: np.ndarray, axis: int = 2) -> bool:
     return len(present) > 1 and bool((np.diff(present) > 1).any())
 
 
+def is_sparse_contouring(report: dict) -> bool:
+    """Did a person contour some slices only (every 2nd or fewer: at least as many slices filled as drawn),
+    rather than give a whole mask with a hole or two (an eroded mask can lose a thin slice)?"""
+    return report["filled_slices"] > 0 and report["filled_slices"] >= report["contoured_slices"]
+
+
 def _signed_distance(plane: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
     """Signed Euclidean distance in mm to a 2-D contour: negative inside, positive outside."""
     image = sitk.GetImageFromArray(plane.astype(np.uint8))
