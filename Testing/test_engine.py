@@ -124,6 +124,18 @@ def test_cudnn_autotuning_is_scoped_and_restored():
     assert torch.backends.cudnn.benchmark is before
 
 
+def test_the_coarse_weight_keeps_the_coarse_rounds_say_in_every_fine_round(demo, phantom):
+    hu, _ = phantom
+    plain = list(RSTNEngine(demo.models, InferenceConfig(max_iter=1, thr=1.0), device="cpu").run(hu))
+    anchored = list(RSTNEngine(demo.models, InferenceConfig(max_iter=1, thr=1.0, coarse_weight=0.3),
+                               device="cpu").run(hu))
+    np.testing.assert_array_equal(anchored[0].probability, plain[0].probability)  # the coarse round is the same
+    expected = 0.7 * plain[1].probability + 0.3 * plain[0].probability  # round 1 crops the same coarse mask
+    np.testing.assert_allclose(anchored[1].probability, expected, atol=1e-5)
+    with pytest.raises(OptionsError, match="coarse_weight=1.0 is outside \\[0, 1\\)"):
+        InferenceConfig(coarse_weight=1.0).validate()
+
+
 def test_bad_configuration_messages():
     models = tiny_models(views="Z")
     with pytest.raises(ModelPackageError, match="no weights for view"):

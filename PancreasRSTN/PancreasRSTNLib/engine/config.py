@@ -45,6 +45,9 @@ class InferenceConfig:
     #: the person's mask keeps its say; None: the model's validated weight (model.json ``inference.prior_weight``),
     #: else 0 (the fine rounds alone)
     prior_weight: float | None = None
+    #: without a prior: every fine round's probability is (1 - w) * the fine net's + w * the coarse round's, so that
+    #: the coarse localisation keeps its say and the fine rounds cannot drift away from it (0: the paper's rounds)
+    coarse_weight: float = 0.0
 
     def with_model_defaults(self, model_max_iter: int | None = None,
                             model_prior_weight: float | None = None) -> InferenceConfig:
@@ -68,6 +71,8 @@ class InferenceConfig:
             (self.prior_weight is not None and not 0.0 <= self.prior_weight < 1.0,
              f"prior_weight={self.prior_weight} is outside [0, 1)", "Give a weight of the prior in [0, 1), e.g. 0 "
              "(the fine rounds alone) or 0.3 (default: the model's validated weight)"),
+            (not 0.0 <= self.coarse_weight < 1.0, f"coarse_weight={self.coarse_weight} is outside [0, 1)",
+             "Give a weight of the coarse round in [0, 1), e.g. 0 (the paper's fine rounds, the default)"),
             (not 0.0 < self.prob_threshold < 1.0, f"prob_threshold={self.prob_threshold} is outside (0, 1)",
              "Give a probability threshold in (0, 1), e.g. 0.5 (the default)"),
             (self.margin < 0, f"margin={self.margin} is negative",

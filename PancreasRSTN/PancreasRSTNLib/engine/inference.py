@@ -107,7 +107,8 @@ class _RunState:
     probability: torch.Tensor | None = None  # the previous round's
     mask: torch.Tensor | None = None
     prior: torch.Tensor | None = None  # a person's round 0 (float probability), instead of the coarse round
-    anchor: torch.Tensor | None = None  # that prior, weighted into every fine round (``prior_weight`` > 0)
+    anchor: torch.Tensor | None = None  # round 0's probability, weighted into every fine round ...
+    anchor_weight: float = 0.0  # ... with this weight (``prior_weight`` for a prior, ``coarse_weight`` otherwise)
     roi: torch.Tensor | None = None  # every round's result is limited to this region
     roi_bounds: tuple[np.ndarray, np.ndarray] | None = None  # its bounding box: the fine crops stay inside
 
@@ -222,7 +223,8 @@ class RSTNEngine:
         """Round 0 from a person's prior: its probability (limited to the region) and its mask at the threshold."""
         run.probability, run.mask = run.limit(run.prior.clone(), run.prior >= self.config.prob_threshold)
         if self.config.prior_weight:
-            run.anchor = run.probability  # never written to: each fine round makes a new probability
+            run.anchor, run.anchor_weight = run.probability, self.config.prior_weight  # each fine round makes a
+            # new probability: the anchor is never written to
         run.prior = None  # the run holds it as its previous round now
         stop = "max_iter" if self.config.max_iter == 0 else None
         run.meter.report(PRIOR_STAGE, finished=stop is not None)
@@ -241,6 +243,8 @@ class RSTNEngine:
         with self._timed(seconds, "fusion"):
             run.probability = acc.div_(len(cfg.views))
             run.probability, run.mask = run.limit(run.probability, run.probability >= cfg.prob_threshold)
+        if cfg.coarse_weight:
+            run.anchor, run.anchor_weight = run.probability, cfg.coarse_weight
         empty = run.oracle is None and not bool(run.mask.any())  # oracle crops never run dry
         stop = "empty" if empty else ("max_iter" if cfg.max_iter == 0 else None)
         run.meter.report("coarse", finished=stop is not None)
@@ -272,8 +276,8 @@ class RSTNEngine:
                 saliency[view] = maps
         with self._timed(seconds, "fusion"):
             probability = acc.div_(len(cfg.views))
-            if run.anchor is not None:  # the person's prior keeps its weight in every fine round
-                probability.mul_(1.0 - cfg.prior_weight).add_(run.anchor, alpha=cfg.prior_weight)
+            if run.anchor is not None:  # the person's prior (or the coarse round) keeps its weight
+                probability.mul_(1.0 - run.anchor_weight).add_(run.anchor, alpha=run.anchor_weight)
             probability, mask = run.limit(probability, probability >= cfg.prob_threshold)
         if cfg.postprocess:
             with self._timed(seconds, "postprocess"):

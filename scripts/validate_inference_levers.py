@@ -1,0 +1,122 @@
+"""Inference-time levers of a recipe's fold models, scored on their held-out NIH patients (no training).
+
+    python scripts/validate_inference_levers.py --recipe new_floor_prior --coarse-weights 0,0.2,0.4 \
+        [--prob-thresholds 0.5] [--folds 0,1,2,3,4] [--json benchmarks/results/inference_levers.json]
+
+For every held-out patient of every fold and every setting: the pooled 2-D DSC of each round (thr 1.0, so that no
+run stops early, up to ``--rounds`` fine rounds), over its labelled JPEG slices as ``validate_real_model.py``
+scores them (native slices only). A run with at most k fine rounds ends on round k, so one pass scores every cap.
+
+- ``coarse_weight`` w: each fine round's probability is (1 - w) * the fine nets' + w * the coarse round's
+  (``InferenceConfig.coarse_weight``): the coarse localisation keeps a say, so the fine rounds cannot drift away;
+- ``prob_threshold``: the probability at which a voxel is the organ, in every round.
+The setting is chosen on these validation folds only; the hidden other-hospital CTs are never looked at. Data: Roth
+HR, Farag A, Turkbey EB, Lu L, Liu J, Summers RM. Data From Pancreas-CT. The Cancer Imaging Archive, 2016 (CC BY
+4.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "PancreasRSTN"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from validate_real_model import RECIPES, SPACING, Data, log, overlap, pooled  # noqa: E402
+
+from PancreasRSTNLib.engine.inference import InferenceConfig  # noqa: E402
+from PancreasRSTNLib.engine.segmentation import GridMapping, build_engine, run_on_grid  # noqa: E402
+from PancreasRSTNLib.io.model_package import load_model_package  # noqa: E402
+from PancreasRSTNLib.training.nih_slices import runs, scoring_slices  # noqa: E402
+from PancreasRSTNLib.training.patient_folds import load_folds  # noqa: E402
+
+
+def setting_name(coarse_weight: float, prob_threshold: float) -> str:
+    return f"coarse_weight={coarse_weight:g} prob_threshold={prob_threshold:g}"
+
+
+def score_fold(package, data: Data, floor_hu: float | None, held_out: set[str], settings: list[tuple[float, float]],
+               rounds: int) -> dict:
+    """Per patient and setting: pooled DSC of every round (0 = coarse)."""
+    engines = {s: build_engine(package, InferenceConfig(views=tuple(package.views), max_iter=rounds, thr=1.0,
+                                                        coarse_weight=s[0], prob_threshold=s[1]), "cpu")
+               for s in settings}
+    parts: dict = {}
+    for run in runs([s for s in scoring_slices(data.slices) if s.patient in held_out]):
+        first = run[0]
+        hu = np.rint(np.stack([s.hu(floor_hu) for s in run], axis=2)).astype(np.int16)
+        truth = np.stack([s.mask for s in run], axis=2)
+        mapping = GridMapping.for_input(hu.shape, (first.pixel_spacing_mm, first.pixel_spacing_mm, SPACING[2]),
+                                        package.spacing)
+        for setting, engine in engines.items():
+            masks = [r.canonical_mask for r in run_on_grid(engine, hu, mapping)]
+            parts.setdefault(first.patient, {}).setdefault(setting_name(*setting), []).append(overlap(masks, truth))
+    return {patient: {name: pooled(v) for name, v in entry.items()} for patient, entry in parts.items()}
+
+
+def summarise(per_patient: dict, names: list[str], rounds: int) -> dict:
+    """Per setting: mean over patients of each round, the best round an oracle would keep, and the drift of
+    each cap to it."""
+    table = {}
+    for name in names:
+        scores = np.array([(p[name] + [p[name][-1]] * (rounds + 1 - len(p[name])))[:rounds + 1]
+                           for p in per_patient.values()])
+        best = scores[:, 1:].max(axis=1)  # the best fine round per patient
+        table[name] = {"per_round_mean": [round(float(v), 4) for v in scores.mean(axis=0)],
+                       "per_round_std": [round(float(v), 4) for v in scores.std(axis=0)],
+                       "best_fine_round_mean": round(float(best.mean()), 4),
+                       "drift_of_cap": {k: round(float((best - scores[:, k]).mean()), 4) for k in range(1, rounds + 1)}}
+    return table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="new_floor_prior")
+    parser.add_argument("--folds", default="0,1,2,3,4")
+    parser.add_argument("--coarse-weights", default="0,0.2,0.4")
+    parser.add_argument("--prob-thresholds", default="0.5")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "validation")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "inference_levers.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = [(float(w), float(t)) for w in args.coarse_weights.split(",") for t in args.prob_thresholds.split(",")]
+    names = [setting_name(*s) for s in settings]
+    folds = load_folds()
+    data = Data(args.data, args.work)
+    floor_hu = RECIPES[args.recipe]["data"]["floor_hu"]
+    per_patient: dict = {}
+    used = []
+    started = time.perf_counter()
+    for k in (int(v) for v in args.folds.split(",")):
+        model = args.work / args.recipe / f"fold{k}" / "model"
+        if not (model / "model.json").is_file():
+            log(f"fold {k}: no model yet, skipped")
+            continue
+        t0 = time.perf_counter()
+        per_patient.update(score_fold(load_model_package(model), data, floor_hu, set(folds[k]), settings,
+                                      args.rounds))
+        used.append(k)
+        log(f"fold {k}: scored in {time.perf_counter() - t0:.0f} s")
+    result = {"recipe": args.recipe, "folds": used, "patients": len(per_patient), "rounds": args.rounds,
+              "date": time.strftime("%Y-%m-%d"), "device": f"cpu, {torch.get_num_threads()} thread(s)",
+              "seconds": round(time.perf_counter() - started), "settings": summarise(per_patient, names, args.rounds),
+              "per_patient": per_patient}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "per_patient"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
