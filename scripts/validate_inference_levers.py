@@ -63,16 +63,16 @@ def score_fold(package, data: Data, floor_hu: float | None, held_out: set[str], 
 
 
 def summarise(per_patient: dict, names: list[str], rounds: int) -> dict:
-    """Per setting: mean over patients of each round, the best round an oracle would keep, and the drift of
-    each cap to it."""
+    """Per setting: mean over patients of each round, the best round an oracle would keep (the coarse round
+    too, as in scripts/report_stop_rules.py), and the drift of each cap to it."""
     table = {}
     for name in names:
         scores = np.array([(p[name] + [p[name][-1]] * (rounds + 1 - len(p[name])))[:rounds + 1]
                            for p in per_patient.values()])
-        best = scores[:, 1:].max(axis=1)  # the best fine round per patient
+        best = scores.max(axis=1)  # the best round per patient
         table[name] = {"per_round_mean": [round(float(v), 4) for v in scores.mean(axis=0)],
                        "per_round_std": [round(float(v), 4) for v in scores.std(axis=0)],
-                       "best_fine_round_mean": round(float(best.mean()), 4),
+                       "best_round_mean": round(float(best.mean()), 4),
                        "drift_of_cap": {k: round(float((best - scores[:, k]).mean()), 4) for k in range(1, rounds + 1)}}
     return table
 

@@ -22,8 +22,6 @@ from ..io.geometry import CanonicalGeometry, array_to_canonical, grid_difference
 from .guidance import DrawnSlices, Guidance
 from .slice_fill import contoured_slices, fill_between_slices, is_sparse_contouring
 
-#: how far two grids may differ and still be "the same grid" (mm for the origin, relative for the spacing)
-
 Box = tuple[float, float, float, float, float, float]  # x0, x1, y0, y1, z0, z1 in LPS mm
 
 
