@@ -57,3 +57,33 @@ def test_segment_stops_at_the_models_count_unless_told(tmp_path, capsys):
                      "-o", str(tmp_path / f"{name}.nii.gz"), *extra]) == 0
         reports.append(json.loads(capsys.readouterr().out))
     assert [(r["fine_rounds"], r["stop_reason"]) for r in reports] == [(1, "max_iter"), (2, "max_iter")]
+
+
+def test_the_models_coarse_weight_is_the_default_and_an_explicit_weight_wins(tmp_path, capsys):
+    """model.json ``inference.coarse_weight`` (validated on folds: docs/models.md) steers every automatic run unless
+    --coarse-weight says otherwise; the schema keeps it in [0, 1)."""
+    package = tmp_path / "m"
+    shutil.copytree(demo_model_dir(), package)
+    meta = json.loads((package / "model.json").read_text())
+    meta["inference"] = {"max_iter": 1, "coarse_weight": 0.3}
+    (package / "model.json").write_text(json.dumps(meta))
+    loaded = load_model_package(package)
+    assert loaded.coarse_weight == 0.3 and load_model_package(demo_model_dir()).coarse_weight is None
+    assert build_engine(loaded, None, "cpu").config.coarse_weight == 0.3
+    assert build_engine(loaded, InferenceConfig(coarse_weight=0.0), "cpu").config.coarse_weight == 0.0
+    ct = tmp_path / "ct.nii.gz"
+    assert main(["phantom", "-o", str(ct), "--seed", "5"]) == 0
+    capsys.readouterr()
+    volumes = []
+    for extra, name in (([], "a"), (["--coarse-weight", "0"], "b")):
+        assert main(["segment", str(ct), "--model", str(package), "--thr", "1.0", "--device", "cpu", "--json",
+                     "-o", str(tmp_path / f"{name}.nii.gz"), *extra]) == 0
+        volumes.append(json.loads(capsys.readouterr().out)["rounds"][-1]["volume_ml"])
+    assert volumes[0] != volumes[1]  # the coarse round's weight changed round 1
+    assert main(["segment", str(ct), "--model", str(package), "--coarse-weight", "1", "-o",
+                 str(tmp_path / "c.nii.gz")]) == 1
+    assert "coarse_weight=1.0 is outside [0, 1)" in capsys.readouterr().err and not (tmp_path / "c.nii.gz").exists()
+    meta["inference"]["coarse_weight"] = 1.2
+    (package / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelPackageError, match="coarse_weight"):
+        load_model_package(package)

@@ -46,19 +46,22 @@ class InferenceConfig:
     #: else 0 (the fine rounds alone)
     prior_weight: float | None = None
     #: without a prior: every fine round's probability is (1 - w) * the fine net's + w * the coarse round's, so that
-    #: the coarse localisation keeps its say and the fine rounds cannot drift away from it (0: the paper's rounds)
-    coarse_weight: float = 0.0
+    #: the coarse localisation keeps its say and the fine rounds cannot drift away from it; None: the model's
+    #: validated weight (model.json ``inference.coarse_weight``), else 0 (the paper's fine rounds)
+    coarse_weight: float | None = None
 
-    def with_model_defaults(self, model_max_iter: int | None = None,
-                            model_prior_weight: float | None = None) -> InferenceConfig:
+    def with_model_defaults(self, model_max_iter: int | None = None, model_prior_weight: float | None = None,
+                            model_coarse_weight: float | None = None) -> InferenceConfig:
         """The settings a run uses: an unset ``max_iter`` becomes the model's validated count, else the reference's
         ``REFERENCE_MAX_ITER`` (the fine stage of a weak model drifts after its best round: docs/models.md); an
-        unset ``prior_weight`` the model's validated weight, else 0."""
+        unset ``prior_weight`` or ``coarse_weight`` the model's validated weight, else 0."""
         config = self
         if config.max_iter is None:
             config = replace(config, max_iter=REFERENCE_MAX_ITER if model_max_iter is None else int(model_max_iter))
         if config.prior_weight is None:
             config = replace(config, prior_weight=float(model_prior_weight or 0.0))
+        if config.coarse_weight is None:
+            config = replace(config, coarse_weight=float(model_coarse_weight or 0.0))
         return config
 
     def validate(self) -> None:
@@ -71,8 +74,9 @@ class InferenceConfig:
             (self.prior_weight is not None and not 0.0 <= self.prior_weight < 1.0,
              f"prior_weight={self.prior_weight} is outside [0, 1)", "Give a weight of the prior in [0, 1), e.g. 0 "
              "(the fine rounds alone) or 0.3 (default: the model's validated weight)"),
-            (not 0.0 <= self.coarse_weight < 1.0, f"coarse_weight={self.coarse_weight} is outside [0, 1)",
-             "Give a weight of the coarse round in [0, 1), e.g. 0 (the paper's fine rounds, the default)"),
+            (self.coarse_weight is not None and not 0.0 <= self.coarse_weight < 1.0,
+             f"coarse_weight={self.coarse_weight} is outside [0, 1)", "Give a weight of the coarse round in [0, 1), "
+             "e.g. 0 (the paper's fine rounds; default: the model's validated weight)"),
             (not 0.0 < self.prob_threshold < 1.0, f"prob_threshold={self.prob_threshold} is outside (0, 1)",
              "Give a probability threshold in (0, 1), e.g. 0.5 (the default)"),
             (self.margin < 0, f"margin={self.margin} is negative",

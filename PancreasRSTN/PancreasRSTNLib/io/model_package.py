@@ -102,8 +102,17 @@ class ModelPackage:
     def prior_weight(self) -> float | None:
         """The weight of a person's prior in every fine round of a refinement, as validated for the model
         (model.json ``inference.prior_weight``); None: 0."""
+        return self._inference_weight("prior_weight")
+
+    @property
+    def coarse_weight(self) -> float | None:
+        """The weight of the coarse round in every fine round of an automatic run, as validated for the model
+        (model.json ``inference.coarse_weight``); None: 0."""
+        return self._inference_weight("coarse_weight")
+
+    def _inference_weight(self, key: str) -> float | None:
         inference = self.metadata.get("inference")
-        found = inference.get("prior_weight") if isinstance(inference, Mapping) else None
+        found = inference.get(key) if isinstance(inference, Mapping) else None
         return None if found is None else float(found)
 
     @property

@@ -96,13 +96,14 @@ def validate_metadata(meta: Mapping, path: Path) -> None:
         inference = meta["inference"]
         known = isinstance(inference, Mapping)
         rounds = [inference.get(k, 0) for k in ("max_iter", "prior_max_iter")] if known else [None]
-        weight = inference.get("prior_weight", 0.0) if known else None
-        c.need(known and set(inference) <= {"max_iter", "prior_max_iter", "prior_weight"}
-               and all(_whole(r) and r >= 0 for r in rounds) and isinstance(weight, (int, float))
-               and not isinstance(weight, bool) and 0 <= weight < 1, "inference",
+        weights = [inference.get(k, 0.0) for k in ("prior_weight", "coarse_weight")] if known else [None]
+        c.need(known and set(inference) <= {"max_iter", "prior_max_iter", "prior_weight", "coarse_weight"}
+               and all(_whole(r) and r >= 0 for r in rounds)
+               and all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < 1 for w in weights),
+               "inference",
                "an object with 'max_iter' (and optionally 'prior_max_iter'), whole numbers >= 0 (the fine rounds the "
                "model was validated to run, from its coarse round and from a person's prior), and optionally "
-               "'prior_weight' in [0, 1)")
+               "'prior_weight' and 'coarse_weight' in [0, 1)")
     if c.problems:
         raise ModelPackageError(f"{path} breaks the model.json schema: {'; '.join(c.problems)}. {FIX}", fix=FIX)
 

@@ -54,6 +54,10 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-iter", type=int, default=d.max_iter, help="maximum fine rounds (default: the model's "
                    "validated count, model.json inference.max_iter, else the reference's 10)")
     p.add_argument("--prob-threshold", type=float, default=d.prob_threshold, help="probability threshold")
+    p.add_argument("--coarse-weight", type=float, default=None, metavar="W",
+                   help="weight of the coarse round in every fine round's probability, in [0, 1): keeps the fine "
+                   "rounds from drifting (default: the model's validated weight, model.json inference.coarse_weight, "
+                   "else 0 as in the paper)")
     p.add_argument("--margin", type=int, default=d.margin, help="crop margin in pixels of the model's grid")
     p.add_argument("--views", default=None, help="views to use, e.g. XYZ or Z (default: every view of the model)")
     p.add_argument("--no-postprocess", action="store_true", help="keep all connected components")
@@ -80,6 +84,7 @@ def config_from_args(args: argparse.Namespace, model_views: tuple[str, ...] = ("
         views=views, postprocess=not args.no_postprocess, precision=args.precision,
         batch_size=args.batch_size, coarse_downsample=args.coarse_downsample,
         crop_bucket=args.crop_bucket, prior_weight=getattr(args, "prior_weight", None),
+        coarse_weight=args.coarse_weight,
     )
 
 
