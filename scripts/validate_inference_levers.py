@@ -88,6 +88,8 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "validation")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "inference_levers.json")
+    parser.add_argument("--add", type=Path, default=None,
+                        help="a previous result of other folds (same recipe, settings and rounds) to pool with these")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = [(float(w), float(t)) for w in args.coarse_weights.split(",") for t in args.prob_thresholds.split(",")]
@@ -97,6 +99,14 @@ def main() -> int:
     floor_hu = RECIPES[args.recipe]["data"]["floor_hu"]
     per_patient: dict = {}
     used = []
+    if args.add:
+        previous = json.loads(args.add.read_text())
+        if (previous["recipe"], sorted(previous["settings"]), previous["rounds"]) != (args.recipe, sorted(names),
+                                                                                      args.rounds):
+            raise SystemExit(f"{args.add} is of recipe {previous['recipe']}, settings {sorted(previous['settings'])} "
+                             f"and {previous['rounds']} rounds: it cannot be pooled with these")
+        per_patient.update(previous["per_patient"])
+        used += previous["folds"]
     started = time.perf_counter()
     for k in (int(v) for v in args.folds.split(",")):
         model = args.work / args.recipe / f"fold{k}" / "model"
