@@ -319,3 +319,31 @@ def test_an_organ_free_slice_trains_the_fine_stage_only_where_inference_would_ru
         module.bias.data.fill_(5.0)
     step(x, empty, "J", np.array([5, 5, 5, 5]))
     assert shapes == [tuple(x.shape)]  # the crop of the (whole-slice) prediction, clamped to the slice
+
+
+def test_a_collapsed_coarse_network_is_found_and_recorded(cases, tmp_path, caplog):
+    """One of the default recipe's validation folds ended with a coarse net that marks nothing (largest probability
+    0.45): the check finds such a net on organ slices of its own training data, and a training records the
+    check in its summary (model.json) and warns."""
+    from PancreasRSTNLib.training.collapse_check import coarse_check, organ_slices
+
+    cfg = _cfg()
+    torch.manual_seed(0)
+    model = RSTN(RSTNConfig(backbone="light", backbone_kwargs=TINY))
+    chosen = organ_slices(cases, "Z", count=5)
+    assert len(chosen) == 5 and all(cases[i].label[:, :, j].any() for i, j in chosen)
+    last = [m for m in model.coarse_model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.bias.fill_(-30.0)  # a coarse net that says "no organ" everywhere
+    dead = coarse_check(model, cases, cfg, "Z")
+    assert dead["collapsed"] and dead["marked"] == 0 and dead["largest_probability"] < 0.5
+    with torch.no_grad():
+        last.bias.fill_(30.0)  # and one that marks everything (not collapsed: the fine stage has crops)
+    assert not coarse_check(model, cases, cfg, "Z")["collapsed"]
+    assert model.training  # the check leaves the model's mode as it was
+
+    _, summary = train_view(cases, cfg, "Z", tmp_path, progress=False)
+    check = summary["coarse_check"]
+    assert check["organ_slices"] > 0 and 0.0 <= check["largest_probability"] <= 1.0
+    assert check["collapsed"] == (check["marked"] == 0)
+    assert ("the training collapsed" in caplog.text) == check["collapsed"]

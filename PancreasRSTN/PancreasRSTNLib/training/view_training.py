@@ -28,6 +28,7 @@ from ..errors import RSTNError
 from ..models.model import RSTN
 from .bn_recalibration import RecalibrationOptions, has_batchnorm, recalibrate_view
 from .checkpoints import TrainingState, initial_model
+from .collapse_check import coarse_check
 from .config import TrainConfig
 from .losses import get_loss
 from .optimizer import make_optimizer
@@ -140,6 +141,12 @@ class ViewTraining(StepLoop):
             if self.step >= total:
                 summary["bn_recalibration"] = recalibrate_bn(model, self.cases, self.cfg, self.view)
                 self.save("final")
+                summary["coarse_check"] = check = coarse_check(model, self.cases, self.cfg, self.view)
+                if check["collapsed"]:
+                    log.warning("view %s: the training collapsed: its coarse network marks none of %d organ slices "
+                                "of its own training data (largest probability %.2f < %.2f), so the model will find "
+                                "nothing. Train again with another --seed or a lower --lr.", self.view,
+                                check["organ_slices"], check["largest_probability"], check["threshold"])
         self.log.close()
         steps_run = self.step - self.log.span.start
         summary.update({"final_step": self.step, "seconds": round(elapsed, 2), "final_loss_ema": self.log.running,
