@@ -30,13 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "PancreasRSTN"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from validate_real_model import RECIPES, SPACING, Data, log, overlap, pooled  # noqa: E402
+from validate_real_model import SPACING, Data, overlap, pooled, score_fold_models  # noqa: E402
 
 from PancreasRSTNLib.engine.inference import InferenceConfig  # noqa: E402
 from PancreasRSTNLib.engine.segmentation import GridMapping, build_engine, run_on_grid  # noqa: E402
-from PancreasRSTNLib.io.model_package import load_model_package  # noqa: E402
 from PancreasRSTNLib.training.nih_slices import runs, scoring_slices  # noqa: E402
-from PancreasRSTNLib.training.patient_folds import load_folds  # noqa: E402
 
 
 def setting_name(coarse_weight: float, prob_threshold: float) -> str:
@@ -94,30 +92,12 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     settings = [(float(w), float(t)) for w in args.coarse_weights.split(",") for t in args.prob_thresholds.split(",")]
     names = [setting_name(*s) for s in settings]
-    folds = load_folds()
-    data = Data(args.data, args.work)
-    floor_hu = RECIPES[args.recipe]["data"]["floor_hu"]
-    per_patient: dict = {}
-    used = []
-    if args.add:
-        previous = json.loads(args.add.read_text())
-        if (previous["recipe"], sorted(previous["settings"]), previous["rounds"]) != (args.recipe, sorted(names),
-                                                                                      args.rounds):
-            raise SystemExit(f"{args.add} is of recipe {previous['recipe']}, settings {sorted(previous['settings'])} "
-                             f"and {previous['rounds']} rounds: it cannot be pooled with these")
-        per_patient.update(previous["per_patient"])
-        used += previous["folds"]
     started = time.perf_counter()
-    for k in (int(v) for v in args.folds.split(",")):
-        model = args.work / args.recipe / f"fold{k}" / "model"
-        if not (model / "model.json").is_file():
-            log(f"fold {k}: no model yet, skipped")
-            continue
-        t0 = time.perf_counter()
-        per_patient.update(score_fold(load_model_package(model), data, floor_hu, set(folds[k]), settings,
-                                      args.rounds))
-        used.append(k)
-        log(f"fold {k}: scored in {time.perf_counter() - t0:.0f} s")
+    per_patient, used = score_fold_models(
+        args, lambda package, data, floor_hu, held_out: score_fold(package, data, floor_hu, held_out, settings,
+                                                                   args.rounds),
+        lambda previous: (previous["recipe"], sorted(previous["settings"]), previous["rounds"])
+        == (args.recipe, sorted(names), args.rounds))
     result = {"recipe": args.recipe, "folds": used, "patients": len(per_patient), "rounds": args.rounds,
               "date": time.strftime("%Y-%m-%d"), "device": f"cpu, {torch.get_num_threads()} thread(s)",
               "seconds": round(time.perf_counter() - started), "settings": summarise(per_patient, names, args.rounds),

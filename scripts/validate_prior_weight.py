@@ -27,15 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "PancreasRSTN"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from validate_real_model import RECIPES, SPACING, Data, log, overlap, pooled  # noqa: E402
+from validate_real_model import SPACING, Data, overlap, pooled, score_fold_models  # noqa: E402
 
 from PancreasRSTNLib.engine.guidance import Guidance  # noqa: E402
 from PancreasRSTNLib.engine.inference import InferenceConfig  # noqa: E402
 from PancreasRSTNLib.engine.segmentation import GridMapping, build_engine, run_on_grid  # noqa: E402
 from PancreasRSTNLib.errors import InputImageError  # noqa: E402
-from PancreasRSTNLib.io.model_package import load_model_package  # noqa: E402
 from PancreasRSTNLib.training.nih_slices import runs, scoring_slices  # noqa: E402
-from PancreasRSTNLib.training.patient_folds import load_folds  # noqa: E402
 
 TEST_CASES = {"PANCREAS_0001", "PANCREAS_0002"}  # the refinement benchmark's test volumes: never used here
 CORRUPTIONS = ("dilated 3 mm", "eroded 3 mm", "shifted 5 mm", "box")
@@ -123,27 +121,10 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     weights = [float(w) for w in args.weights.split(",")]
-    folds = load_folds()
-    data = Data(args.data, args.work)
-    floor_hu = RECIPES[args.recipe]["data"]["floor_hu"]
-    per_patient: dict = {}
-    used = []
-    if args.add:
-        previous = json.loads(args.add.read_text())
-        if previous["recipe"] != args.recipe or previous["weights"] != weights:
-            raise SystemExit(f"{args.add} is of recipe {previous['recipe']} with weights {previous['weights']}")
-        per_patient.update(previous["per_patient"])
-        used += previous["folds"]
-    for k in (int(v) for v in args.folds.split(",")):
-        model = args.work / args.recipe / f"fold{k}" / "model"
-        if not (model / "model.json").is_file():
-            log(f"fold {k}: no model yet, skipped")
-            continue
-        t0 = time.perf_counter()
-        per_patient.update(score_fold(load_model_package(model), data, floor_hu, set(folds[k]) - TEST_CASES,
-                                      weights))
-        used.append(k)
-        log(f"fold {k}: scored in {time.perf_counter() - t0:.0f} s")
+    per_patient, used = score_fold_models(
+        args, lambda package, data, floor_hu, held_out: score_fold(package, data, floor_hu, held_out - TEST_CASES,
+                                                                   weights),
+        lambda previous: previous["recipe"] == args.recipe and previous["weights"] == weights)
     result = {"recipe": args.recipe, "folds": used, "patients": len(per_patient), "weights": weights,
               "rounds": ROUNDS, "left_out_test_cases": sorted(TEST_CASES), "date": time.strftime("%Y-%m-%d"),
               "device": "cpu", **summarise(per_patient, weights), "per_patient": per_patient}

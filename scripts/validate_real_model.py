@@ -230,6 +230,33 @@ def score_totalseg(package, root: Path, device: str) -> list[float]:
     return pooled([overlap(rounds_on(package, hu, geometry.canonical_spacing, device), truth)])
 
 
+def score_fold_models(args: argparse.Namespace, score, previous_matches) -> tuple[dict, list[int]]:
+    """Per-patient scores of every fold model of ``args.recipe`` in ``args.work`` (``args.folds``), each by
+    ``score(package, data, floor_hu, held_out)``, pooled with ``args.add`` (a previous result of other folds) when
+    ``previous_matches(previous)`` says it was scored alike. Returns (per patient, the folds used)."""
+    per_patient: dict = {}
+    used: list[int] = []
+    if args.add:
+        previous = json.loads(args.add.read_text())
+        if not previous_matches(previous):
+            raise SystemExit(f"{args.add} was scored otherwise (recipe {previous['recipe']}): it cannot be pooled")
+        per_patient.update(previous["per_patient"])
+        used += previous["folds"]
+    folds = load_folds()
+    data = Data(args.data, args.work)
+    floor_hu = RECIPES[args.recipe]["data"]["floor_hu"]
+    for k in (int(v) for v in args.folds.split(",")):
+        model = args.work / args.recipe / f"fold{k}" / "model"
+        if not (model / "model.json").is_file():
+            log(f"fold {k}: no model yet, skipped")
+            continue
+        t0 = time.perf_counter()
+        per_patient.update(score(load_model_package(model), data, floor_hu, set(folds[k])))
+        used.append(k)
+        log(f"fold {k}: scored in {time.perf_counter() - t0:.0f} s")
+    return per_patient, used
+
+
 # ------------------------------------------------------------------------------------------------- runs
 def run_fold(data: Data, recipe_name: str, fold: int | None, folds: list[list[str]], args: argparse.Namespace
              ) -> dict:
