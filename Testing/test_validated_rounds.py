@@ -24,6 +24,29 @@ def _with_rounds(directory, max_iter):
     return package
 
 
+def _demo_with_inference(directory, inference: dict):
+    """The synthetic demo model with ``inference`` as its model.json validated settings."""
+    shutil.copytree(demo_model_dir(), directory)
+    meta = json.loads((directory / "model.json").read_text())
+    meta["inference"] = inference
+    (directory / "model.json").write_text(json.dumps(meta))
+    return directory, meta
+
+
+def _segment_json(ct, package, out, extra, capsys) -> dict:
+    """``segment --json`` of the phantom with thr 1.0 (only the round count stops it): its summary."""
+    assert main(["segment", str(ct), "--model", str(package), "--thr", "1.0", "--device", "cpu", "--json",
+                 "-o", str(out), *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _phantom_ct(tmp_path, capsys):
+    ct = tmp_path / "ct.nii.gz"
+    assert main(["phantom", "-o", str(ct), "--seed", "5"]) == 0
+    capsys.readouterr()
+    return ct
+
+
 def test_unset_rounds_take_the_models_count_and_an_explicit_count_wins(tmp_path):
     validated = load_model_package(_with_rounds(tmp_path / "v", 2))
     plain = load_model_package(tiny_package(tmp_path / "p"))
@@ -43,42 +66,24 @@ def test_schema_refuses_a_bad_round_count(tmp_path, bad):
 
 def test_segment_stops_at_the_models_count_unless_told(tmp_path, capsys):
     """The synthetic demo model on a phantom (a real, non-empty mask), with thr 1.0 so only the count stops it."""
-    package = tmp_path / "m"
-    shutil.copytree(demo_model_dir(), package)
-    meta = json.loads((package / "model.json").read_text())
-    meta["inference"] = {"max_iter": 1}
-    (package / "model.json").write_text(json.dumps(meta))
-    ct = tmp_path / "ct.nii.gz"
-    assert main(["phantom", "-o", str(ct), "--seed", "5"]) == 0
-    capsys.readouterr()
-    reports = []
-    for extra, name in (([], "a"), (["--max-iter", "2"], "b")):
-        assert main(["segment", str(ct), "--model", str(package), "--thr", "1.0", "--device", "cpu", "--json",
-                     "-o", str(tmp_path / f"{name}.nii.gz"), *extra]) == 0
-        reports.append(json.loads(capsys.readouterr().out))
+    package, _ = _demo_with_inference(tmp_path / "m", {"max_iter": 1})
+    ct = _phantom_ct(tmp_path, capsys)
+    reports = [_segment_json(ct, package, tmp_path / f"{name}.nii.gz", extra, capsys)
+               for extra, name in (([], "a"), (["--max-iter", "2"], "b"))]
     assert [(r["fine_rounds"], r["stop_reason"]) for r in reports] == [(1, "max_iter"), (2, "max_iter")]
 
 
 def test_the_models_coarse_weight_is_the_default_and_an_explicit_weight_wins(tmp_path, capsys):
     """model.json ``inference.coarse_weight`` (validated on folds: docs/models.md) steers every automatic run unless
     --coarse-weight says otherwise; the schema keeps it in [0, 1)."""
-    package = tmp_path / "m"
-    shutil.copytree(demo_model_dir(), package)
-    meta = json.loads((package / "model.json").read_text())
-    meta["inference"] = {"max_iter": 1, "coarse_weight": 0.3}
-    (package / "model.json").write_text(json.dumps(meta))
+    package, meta = _demo_with_inference(tmp_path / "m", {"max_iter": 1, "coarse_weight": 0.3})
     loaded = load_model_package(package)
     assert loaded.coarse_weight == 0.3 and load_model_package(demo_model_dir()).coarse_weight is None
     assert build_engine(loaded, None, "cpu").config.coarse_weight == 0.3
     assert build_engine(loaded, InferenceConfig(coarse_weight=0.0), "cpu").config.coarse_weight == 0.0
-    ct = tmp_path / "ct.nii.gz"
-    assert main(["phantom", "-o", str(ct), "--seed", "5"]) == 0
-    capsys.readouterr()
-    volumes = []
-    for extra, name in (([], "a"), (["--coarse-weight", "0"], "b")):
-        assert main(["segment", str(ct), "--model", str(package), "--thr", "1.0", "--device", "cpu", "--json",
-                     "-o", str(tmp_path / f"{name}.nii.gz"), *extra]) == 0
-        volumes.append(json.loads(capsys.readouterr().out)["rounds"][-1]["volume_ml"])
+    ct = _phantom_ct(tmp_path, capsys)
+    volumes = [_segment_json(ct, package, tmp_path / f"{name}.nii.gz", extra, capsys)["rounds"][-1]["volume_ml"]
+               for extra, name in (([], "a"), (["--coarse-weight", "0"], "b"))]
     assert volumes[0] != volumes[1]  # the coarse round's weight changed round 1
     assert main(["segment", str(ct), "--model", str(package), "--coarse-weight", "1", "-o",
                  str(tmp_path / "c.nii.gz")]) == 1
