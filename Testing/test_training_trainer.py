@@ -236,10 +236,12 @@ def test_train_writes_package_and_refuses_to_clobber(cases, tmp_path):
     assert json.loads((tmp_path / "train_config.json").read_text())["views"] == ["X", "Z"]
     with pytest.raises(OutputExistsError, match="--resume"):
         train(cases, cfg, tmp_path, progress=False, package_metadata=meta)
-    # resume of a finished run reloads the final weights and re-writes the same package
+    # resume of a finished run reloads the final weights and re-writes the same package, its views' summaries too
     again = load_model_package(train(cases, cfg, tmp_path, resume=True, progress=False, package_metadata=meta))
     assert torch.equal(again.models["Z"].state_dict()["fine_model.head.weight"],
                        loaded.models["Z"].state_dict()["fine_model.head.weight"])
+    assert [v["view"] for v in training["views"]] == ["X", "Z"] and all("coarse_check" in v for v in training["views"])
+    assert again.metadata["training"]["views"] == training["views"]
 
 
 def test_cli_train_on_phantoms(tmp_path, capsys):
@@ -345,5 +347,53 @@ def test_a_collapsed_coarse_network_is_found_and_recorded(cases, tmp_path, caplo
     _, summary = train_view(cases, cfg, "Z", tmp_path, progress=False)
     check = summary["coarse_check"]
     assert check["organ_slices"] > 0 and 0.0 <= check["largest_probability"] <= 1.0
-    assert check["collapsed"] == (check["marked"] == 0)
+    assert check["collapsed"] == (check["marked"] == 0) == ("calibration" in check)
     assert ("the training collapsed" in caplog.text) == check["collapsed"]
+
+
+class _IntensityBand(torch.nn.Module):
+    """A real two-layer network whose logit is ``ceiling`` on pixels of the organ's intensities (lo..hi) and
+    falls off outside them: a coarse network that ranks the organ first under a ceiling, as fold 3's did."""
+
+    def __init__(self, lo: float, hi: float, ceiling: float) -> None:
+        super().__init__()
+        self.band = torch.nn.Conv2d(3, 6, 1)
+        self.head = torch.nn.Conv2d(6, 3, 1)
+        with torch.no_grad():
+            self.band.weight.zero_()
+            for c in range(3):
+                self.band.weight[2 * c, c], self.band.bias[2 * c] = -1.0, lo  # relu(lo - x)
+                self.band.weight[2 * c + 1, c], self.band.bias[2 * c + 1] = 1.0, -hi  # relu(x - hi)
+            self.head.weight.zero_()
+            for c in range(3):
+                self.head.weight[c, 2 * c: 2 * c + 2] = -50.0
+            self.head.bias.fill_(ceiling)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.band(x)))
+
+
+def test_a_collapsed_coarse_network_is_mended_by_an_offset_chosen_on_its_training_slices(cases, caplog):
+    """Fold 3's collapsed coarse network still ranked the organ first, under a logit ceiling below 0: one offset,
+    chosen on its training slices, gives it back its masks; a network no offset can help is left as it was."""
+    from PancreasRSTNLib.training.collapse_check import check_and_mend
+
+    organ = np.concatenate([np.asarray(c.image)[np.asarray(c.label) > 0] for c in cases])
+    lo, hi = np.percentile(organ, [5, 95])
+    model = RSTN(RSTNConfig(backbone="light", backbone_kwargs=TINY))
+    model.coarse_model = _IntensityBand(float(lo), float(hi), ceiling=-2.0)
+    check = check_and_mend(model, cases, _cfg(), "Z")
+    mend, after = check["calibration"], check["after_calibration"]
+    assert check["collapsed"] and check["largest_probability"] < 0.5
+    assert mend["applied"] and mend["offset"] > 2.0 and mend["training_dsc_before"] == 0.0
+    assert mend["training_dsc_after"] > 0.0  # the phantom's organ shares its intensities with other tissue
+    assert not after["collapsed"] and after["marked"] > 0
+    assert float(model.coarse_model.head.bias[0]) == pytest.approx(-2.0 + mend["offset"])
+    assert "Mended: a logit offset of" in caplog.text
+
+    hopeless = RSTN(RSTNConfig(backbone="light", backbone_kwargs=TINY))
+    hopeless.coarse_model = _IntensityBand(float(lo), float(hi), ceiling=-30.0)  # beyond every offset tried
+    check = check_and_mend(hopeless, cases, _cfg(), "Z")
+    assert check["collapsed"] and not check["calibration"]["applied"] and "after_calibration" not in check
+    assert float(hopeless.coarse_model.head.bias[0]) == -30.0
+    assert "could not be mended" in caplog.text

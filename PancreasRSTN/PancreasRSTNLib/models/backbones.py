@@ -53,6 +53,16 @@ def fold_batch_norms(module: nn.Module) -> nn.Module:
     return module
 
 
+def output_head(backbone: nn.Module) -> nn.Conv2d | None:
+    """The 1x1 convolution (with a bias) that a backbone's output is, cropped, so that adding to its bias shifts
+    every output logit alike (the U-Nets' ``head``); None for a backbone that ends otherwise (FCN-8s sums
+    upsampled scores)."""
+    head = getattr(backbone, "head", None)
+    if isinstance(head, nn.Conv2d) and head.bias is not None and head.kernel_size == (1, 1):
+        return head
+    return None
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

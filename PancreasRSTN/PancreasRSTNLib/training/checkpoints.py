@@ -34,8 +34,10 @@ def checkpoint_path(out: Path, view: str, tag: str) -> Path:
     return out / "checkpoints" / f"{view}_{tag}.pt"
 
 
-def save_checkpoint(path: Path, state: TrainingState, step: int, cfg: TrainConfig, view: str) -> None:
-    """Write a resumable checkpoint atomically (a temporary file renamed into place)."""
+def save_checkpoint(path: Path, state: TrainingState, step: int, cfg: TrainConfig, view: str,
+                    summary: dict | None = None) -> None:
+    """Write a resumable checkpoint atomically (a temporary file renamed into place); a finished view's carries
+    its ``summary`` (plain values only: it loads with ``weights_only=True``) for the package a resume writes."""
     content = {
         "view": view,
         "step": step,
@@ -46,6 +48,7 @@ def save_checkpoint(path: Path, state: TrainingState, step: int, cfg: TrainConfi
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "config": cfg.to_dict(),
+        **({"summary": summary} if summary is not None else {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -67,11 +70,13 @@ def restore_checkpoint(path: Path, state: TrainingState) -> int:
     return int(content["step"])
 
 
-def load_final_model(cfg: TrainConfig, path: Path) -> RSTN:
-    """A finished view's weights (its 'final' checkpoint), in eval mode."""
+def load_final_model(cfg: TrainConfig, path: Path) -> tuple[RSTN, dict | None]:
+    """A finished view's weights (its 'final' checkpoint), in eval mode, and its training summary (None in a
+    checkpoint written before summaries were kept)."""
+    content = torch.load(path, map_location="cpu", weights_only=True)
     model = RSTN(cfg.rstn_config())
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
-    return model.eval()
+    model.load_state_dict(content["model"])
+    return model.eval(), content.get("summary")
 
 
 def initial_model(cfg: TrainConfig, view: str) -> RSTN:

@@ -108,5 +108,5 @@ class StepLoop:
             self.save(f"step{self.step:07d}")
             self.save("last")
 
-    def save(self, tag: str) -> None:
-        save_checkpoint(checkpoint_path(self.out, self.tag, tag), self.state, self.step, self.cfg, self.tag)
+    def save(self, tag: str, summary: dict | None = None) -> None:
+        save_checkpoint(checkpoint_path(self.out, self.tag, tag), self.state, self.step, self.cfg, self.tag, summary)

@@ -89,7 +89,8 @@ def train(cases: Sequence[TrainCase], cfg: TrainConfig, out: Path, resume: bool 
     for view in cfg.views:
         final = checkpoint_path(out, view, "final")
         if resume and final.exists():
-            models[view] = load_final_model(cfg, final)
+            models[view], summary = load_final_model(cfg, final)
+            summaries += [summary] if summary else []
             continue
         model, summary = ViewTraining(cases, cfg, view, out, options, dist_info).run()
         summaries.append(summary)

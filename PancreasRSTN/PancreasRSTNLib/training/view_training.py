@@ -28,7 +28,7 @@ from ..errors import RSTNError
 from ..models.model import RSTN
 from .bn_recalibration import RecalibrationOptions, has_batchnorm, recalibrate_view
 from .checkpoints import TrainingState, initial_model
-from .collapse_check import coarse_check
+from .collapse_check import check_and_mend
 from .config import TrainConfig
 from .losses import get_loss
 from .optimizer import make_optimizer
@@ -128,7 +128,8 @@ class ViewTraining(StepLoop):
 
     def finish(self) -> tuple[RSTN, dict]:
         """Check DDP ranks agree; save 'last' (training-time BatchNorm statistics: resumable) and, when the
-        schedule is done, recalibrate BatchNorm and save 'final'; summarise."""
+        schedule is done, recalibrate BatchNorm, check (and mend) a collapsed coarse network and save 'final';
+        summarise."""
         elapsed = self.log.finish_bar()
         model, total = self.state.model, self.cfg.total_steps
         summary: dict = {"view": self.view, "steps": total, "samples": len(self.order.samples)}
@@ -136,21 +137,16 @@ class ViewTraining(StepLoop):
             summary["ddp_ranks_in_sync"] = ranks_in_sync(model, self.dist.world)
             if not summary["ddp_ranks_in_sync"]:
                 raise RSTNError(f"DDP ranks ended view {self.view} with different weights; report this as a bug.")
+        steps_run = self.step - self.log.span.start
+        summary.update({"final_step": self.step, "seconds": round(elapsed, 2), "final_loss_ema": self.log.running,
+                        "slices_per_s": round(steps_run * self.dist.world / max(elapsed, 1e-9), 3)})
         if self.dist.main:
             self.save("last")
             if self.step >= total:
                 summary["bn_recalibration"] = recalibrate_bn(model, self.cases, self.cfg, self.view)
-                self.save("final")
-                summary["coarse_check"] = check = coarse_check(model, self.cases, self.cfg, self.view)
-                if check["collapsed"]:
-                    log.warning("view %s: the training collapsed: its coarse network marks none of %d organ slices "
-                                "of its own training data (largest probability %.2f < %.2f), so the model will find "
-                                "nothing. Train again with another --seed or a lower --lr.", self.view,
-                                check["organ_slices"], check["largest_probability"], check["threshold"])
+                summary["coarse_check"] = check_and_mend(model, self.cases, self.cfg, self.view)
+                self.save("final", summary)
         self.log.close()
-        steps_run = self.step - self.log.span.start
-        summary.update({"final_step": self.step, "seconds": round(elapsed, 2), "final_loss_ema": self.log.running,
-                        "slices_per_s": round(steps_run * self.dist.world / max(elapsed, 1e-9), 3)})
         return model.cpu().eval(), summary
 
 
