@@ -91,6 +91,12 @@ RECIPES["new_floor_prior"] = {"data": RECIPES["new_floor"]["data"],
 #: the shipped default's recipe with its folds trained on the final model's whole schedule (6000 steps, not the
 #: 1000-step screening schedule), so that the validation measures the schedule that was shipped
 RECIPES["new_floor_prior_6k"] = {**RECIPES["new_floor_prior"], "fold_steps": "600,1400,3200,800"}
+#: new_floor_prior_6k trained on for another joint and noisy stage (J 3200, N 800) from each fold's (and the final)
+#: 6000-step model at half the learning rate: a 10000-step schedule with a warm restart, that costs 4000 steps
+RECIPES["new_floor_prior_10k"] = {"data": RECIPES["new_floor_prior"]["data"],
+                                  "train": {**RECIPES["new_floor_prior"]["train"], "lr": 2.5e-4},
+                                  "fold_steps": "0,0,3200,800", "final_steps": "0,0,3200,800",
+                                  "init_from": "new_floor_prior_6k"}
 RECIPES["old_alldata"] = {"data": {**RECIPES["old"]["data"], "sets": "all"}, "train": RECIPES["old"]["train"]}
 
 
@@ -122,12 +128,18 @@ class Data:
         return cases + [run_case(r, SPACING, options["floor_hu"]) for r in runs(chosen)]
 
 
-def train_config(recipe: dict, steps: tuple[int, ...], seed: int) -> TrainConfig:
+def train_config(recipe: dict, steps: tuple[int, ...], seed: int, init: Path | None = None) -> TrainConfig:
+    """The recipe's TrainConfig for S, I, J (and N) steps (a stage of 0 steps is left out), from ``init`` (a model
+    package) when the recipe trains on from another recipe's models."""
     fields = dict(recipe["train"])
     noisy = fields.pop("noisy", False)
+    lr = fields.pop("lr", 5e-4)
     schedule = [("S", steps[0]), ("I", steps[1]), ("J", steps[2])] + ([("N", steps[3])] if noisy else [])
-    return TrainConfig(views=("Z",), T=1, schedule=tuple(schedule), j_decay_every=max(1, steps[2] // 2),
-                       optimizer="adamw", lr=5e-4, coarse_lr_ratio=1.0, negative_fraction=0.5, seed=seed,
+    if init is not None:
+        fields["init"] = str(init)
+    return TrainConfig(views=("Z",), T=1, schedule=tuple((m, n) for m, n in schedule if n > 0),
+                       j_decay_every=max(1, steps[2] // 2), optimizer="adamw", lr=lr, coarse_lr_ratio=1.0,
+                       negative_fraction=0.5, seed=seed,
                        checkpoint_every=250, log_every=50, hu_window=recipe["data"]["hu_window"], spacing=SPACING,
                        bn_recalibration=False, **fields)
 
@@ -269,8 +281,14 @@ def run_fold(data: Data, recipe_name: str, fold: int | None, folds: list[list[st
         return json.loads(results_path.read_text())
     cases = data.training_cases(recipe, held_out)
     fold_steps = recipe.get("fold_steps", args.steps)
-    steps = tuple(int(v) for v in (args.final_steps if fold is None else fold_steps).split(","))
-    cfg = train_config(recipe, steps, args.seed)
+    steps = tuple(int(v) for v in (recipe.get("final_steps", args.final_steps) if fold is None else fold_steps
+                                   ).split(","))
+    init = None
+    if "init_from" in recipe:  # this fold's (or the final) model of the recipe it trains on from
+        init = args.work / recipe["init_from"] / name / "model"
+        if not (init / "model.json").is_file():
+            raise SystemExit(f"{recipe_name} {name} trains on from {init}: run --recipe {recipe['init_from']} first")
+    cfg = train_config(recipe, steps, args.seed, init)
     log(f"{recipe_name} {name}: {len(cases)} training cases "
         f"({sum(c.image.shape[2] for c in cases if c.views == ('Z',))} JPEG slices), held out {len(held_out)}")
     t0 = time.perf_counter()
