@@ -332,7 +332,7 @@ SHIPPED = {
                         "truths, so that it can refine a person's rough mask (segment --prior). Weak on unenhanced "
                         "CTs with a fatty pancreas."),
     "new_floor_prior_10k": ("pancreas-nih-mobilenet-prior-10k-1.5mm", {"max_iter": 3, "prior_max_iter": 1,
-                                                                       "prior_weight": 0.4},
+                                                                       "prior_weight": 0.2},
                             "RSTN for the pancreas in abdominal CT: pancreas-nih-mobilenet-prior-1.5mm trained on for "
                             "another joint and noisy-prior stage (4000 steps at half the learning rate; 10000 steps "
                             "in all) on the same data: all expert-labelled NIH Pancreas-CT data (the 2 volumes and "
@@ -387,7 +387,9 @@ def ship(work: Path, recipe_name: str) -> Path:
             "totalseg_3mm_dsc_vs_model_made_labels_per_round": final["totalseg"],
         },
     })
-    prior_validation = ROOT / "benchmarks" / "results" / "prior_weight_validation.json"
+    prior_validation = ROOT / "benchmarks" / "results" / f"prior_weight_validation_{recipe_name}.json"
+    if not prior_validation.is_file():  # the first recipe's, from before results were named by recipe
+        prior_validation = prior_validation.with_name("prior_weight_validation.json")
     if "prior_weight" in inference and prior_validation.is_file():
         chosen = json.loads(prior_validation.read_text())
         if chosen["recipe"] == recipe_name:
@@ -400,8 +402,8 @@ def ship(work: Path, recipe_name: str) -> Path:
         config["pretrained_encoder"] = {"file": Path(config["pretrained_encoder"]).name,
                                         "sha256": file_sha256(Path(config["pretrained_encoder"])),
                                         "made_by": "scripts/convert_mobilenetv2.py"}
-    if config.get("init"):  # the model it trained on from, by name and hash, not this machine's path
-        init = Path(config["init"])
+    if "init_from" in RECIPES[recipe_name]:  # the model it trained on from, by name and hash, not a path
+        init = work / RECIPES[recipe_name]["init_from"] / "final" / "model"
         weights = {f.name: file_sha256(f) for f in sorted(init.glob("*.safetensors"))}
         bundled = [d.name for d in sorted((ROOT / "Resources" / "Models").iterdir())
                    if {f.name: file_sha256(f) for f in sorted(d.glob("*.safetensors"))} == weights]
