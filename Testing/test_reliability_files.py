@@ -169,9 +169,17 @@ def test_class2_a_full_disk_is_a_named_error_with_nothing_published(full_disk, c
 
 
 # ---------------------------------------------------------------------------------------------- class 3
+def _default_interrupt() -> None:
+    """In the child: Ctrl-C's default action, as in a terminal. A suite started in the background by a
+    non-interactive shell ignores SIGINT, every child inherits that, and Python then never raises
+    KeyboardInterrupt (a SIGINT test of that run saw the cohort finish as if no signal had come)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args, tmp_path):
     return subprocess.Popen([sys.executable, "-m", "PancreasRSTNLib", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=_default_interrupt if os.name == "posix" else None)
 
 
 def _wait_for(predicate, proc, seconds=120):
