@@ -33,11 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "PancreasRSTN"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from validate_real_model import SPACING, Data, overlap, pooled, score_fold_models  # noqa: E402
+from validate_real_model import Data, held_out_runs, overlap, pooled, score_fold_models  # noqa: E402
 
 from PancreasRSTNLib.engine.inference import InferenceConfig  # noqa: E402
 from PancreasRSTNLib.engine.segmentation import GridMapping, build_engine, run_on_grid  # noqa: E402
-from PancreasRSTNLib.training.nih_slices import runs, scoring_slices  # noqa: E402
 
 #: one setting: (coarse_weight, prob_threshold, margin, postprocess)
 Setting = tuple[float, float, int, bool]
@@ -59,15 +58,11 @@ def score_fold(package, data: Data, floor_hu: float | None, held_out: set[str], 
                                                         postprocess=s[3]), "cpu")
                for s in settings}
     parts: dict = {}
-    for run in runs([s for s in scoring_slices(data.slices) if s.patient in held_out]):
-        first = run[0]
-        hu = np.rint(np.stack([s.hu(floor_hu) for s in run], axis=2)).astype(np.int16)
-        truth = np.stack([s.mask for s in run], axis=2)
-        mapping = GridMapping.for_input(hu.shape, (first.pixel_spacing_mm, first.pixel_spacing_mm, SPACING[2]),
-                                        package.spacing)
+    for run in held_out_runs(data, held_out, floor_hu):
+        mapping = GridMapping.for_input(run.hu.shape, run.spacing, package.spacing)
         for setting, engine in engines.items():
-            masks = [r.canonical_mask for r in run_on_grid(engine, hu, mapping)]
-            parts.setdefault(first.patient, {}).setdefault(setting_name(*setting), []).append(overlap(masks, truth))
+            masks = [r.canonical_mask for r in run_on_grid(engine, run.hu, mapping)]
+            parts.setdefault(run.patient, {}).setdefault(setting_name(*setting), []).append(overlap(masks, run.truth))
     return {patient: {name: pooled(v) for name, v in entry.items()} for patient, entry in parts.items()}
 
 

@@ -27,13 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "PancreasRSTN"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from validate_real_model import SPACING, Data, overlap, pooled, score_fold_models  # noqa: E402
+from validate_real_model import Data, held_out_runs, overlap, pooled, score_fold_models  # noqa: E402
 
 from PancreasRSTNLib.engine.guidance import Guidance  # noqa: E402
 from PancreasRSTNLib.engine.inference import InferenceConfig  # noqa: E402
 from PancreasRSTNLib.engine.segmentation import GridMapping, build_engine, run_on_grid  # noqa: E402
 from PancreasRSTNLib.errors import InputImageError  # noqa: E402
-from PancreasRSTNLib.training.nih_slices import runs, scoring_slices  # noqa: E402
 
 TEST_CASES = {"PANCREAS_0001", "PANCREAS_0002"}  # the refinement benchmark's test volumes: never used here
 CORRUPTIONS = ("dilated 3 mm", "eroded 3 mm", "shifted 5 mm", "box")
@@ -69,22 +68,18 @@ def refine_rounds(package, hu: np.ndarray, spacing: tuple, prior: np.ndarray, we
 
 def score_fold(package, data: Data, floor_hu: float | None, held_out: set[str], weights: list[float]) -> dict:
     """Per patient, corruption and weight: pooled DSC of the corrupted mask and of each round."""
-    chosen = [s for s in scoring_slices(data.slices) if s.patient in held_out]
     parts: dict = {}
-    for run in runs(chosen):
-        first = run[0]
-        hu = np.rint(np.stack([s.hu(floor_hu) for s in run], axis=2)).astype(np.int16)
-        truth = np.stack([s.mask for s in run], axis=2)
-        spacing = (first.pixel_spacing_mm, first.pixel_spacing_mm, SPACING[2])
+    for run in held_out_runs(data, held_out, floor_hu):
+        hu, truth, spacing = run.hu, run.truth, run.spacing
         for kind in CORRUPTIONS:
-            prior = corrupt_slices(truth, first.pixel_spacing_mm, kind)
+            prior = corrupt_slices(truth, run.pixel_mm, kind)
             if not prior.any():
                 continue  # an organ thinner than the erosion: no mask a person would give
             try:
                 rounds = {w: refine_rounds(package, hu, spacing, prior, w) for w in weights}
             except InputImageError:  # a prior thinner than a voxel of the model's grid: refused, as for a user
                 continue
-            entry = parts.setdefault(first.patient, {}).setdefault(kind, {"given": []})
+            entry = parts.setdefault(run.patient, {}).setdefault(kind, {"given": []})
             entry["given"].append(overlap([prior], truth))
             for w, masks in rounds.items():
                 entry.setdefault(str(w), []).append(overlap(masks, truth))

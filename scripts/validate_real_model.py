@@ -28,8 +28,10 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -189,22 +191,42 @@ def slice_variants(hu: np.ndarray, truth: np.ndarray, spacing: float, seed: int)
     return out
 
 
+class HeldOutRun(NamedTuple):
+    """One run of consecutive labelled slices of a held-out patient, as a thin CT on its own pixel size."""
+
+    patient: str
+    hu: np.ndarray  # (rows, cols, slices) int16
+    truth: np.ndarray  # (rows, cols, slices) bool
+    pixel_mm: float
+    slice_index: int  # of its first slice: seeds its fixed draws
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return (self.pixel_mm, self.pixel_mm, SPACING[2])
+
+
+def held_out_runs(data: Data, held_out: set[str], floor_hu: float | None) -> Iterator[HeldOutRun]:
+    """Every run of labelled slices of the held-out patients, as all the scoring scripts segment them."""
+    for run in runs([s for s in scoring_slices(data.slices) if s.patient in held_out]):
+        first = run[0]
+        yield HeldOutRun(first.patient, np.rint(np.stack([s.hu(floor_hu) for s in run], axis=2)).astype(np.int16),
+                         np.stack([s.mask for s in run], axis=2), first.pixel_spacing_mm, first.slice_index)
+
+
 def score_slices(package, data: Data, recipe: dict, held_out: set[str], device: str) -> dict:
     """Per held-out patient and variant: pooled 2-D DSC per round over its labelled slices."""
     chosen = [s for s in scoring_slices(data.slices) if s.patient in held_out]
     per_patient: dict[str, dict[str, list]] = {}
     records: dict[str, list] = {}
-    for run in runs(chosen):
-        first = run[0]
-        hu = np.rint(np.stack([s.hu(recipe["data"]["floor_hu"]) for s in run], axis=2)).astype(np.int16)
-        truth = np.stack([s.mask for s in run], axis=2)
-        for variant, spec in slice_variants(hu, truth, first.pixel_spacing_mm, first.slice_index).items():
+    for run in held_out_runs(data, held_out, recipe["data"]["floor_hu"]):
+        truth = run.truth
+        for variant, spec in slice_variants(run.hu, truth, run.pixel_mm, run.slice_index).items():
             v_hu, v_spacing = spec[0], spec[1]
             v_truth = truth if len(spec) == 2 else spec[2].mask_to_model(truth)
             masks = rounds_on(package, v_hu, (v_spacing, v_spacing, SPACING[2]), device)
-            per_patient.setdefault(first.patient, {}).setdefault(variant, []).append(overlap(masks, v_truth))
+            per_patient.setdefault(run.patient, {}).setdefault(variant, []).append(overlap(masks, v_truth))
             if variant == "native":
-                records.setdefault(first.patient, []).append(
+                records.setdefault(run.patient, []).append(
                     {"truth": overlap(masks, v_truth).astype(int).tolist(), **stop_rule_record(masks, v_truth)})
     out = {}
     for patient, variants in per_patient.items():

@@ -26,11 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "PancreasRSTN"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from validate_real_model import SPACING, Data, score_fold_models  # noqa: E402
+from validate_real_model import Data, held_out_runs, score_fold_models  # noqa: E402
 
 from PancreasRSTNLib.engine.inference import InferenceConfig  # noqa: E402
 from PancreasRSTNLib.engine.segmentation import GridMapping, build_engine, run_on_grid  # noqa: E402
-from PancreasRSTNLib.training.nih_slices import runs, scoring_slices  # noqa: E402
 
 
 def scale_sets(scales: list[float]) -> dict[str, list[int]]:
@@ -49,24 +48,20 @@ def score_fold(package, data: Data, floor_hu: float | None, held_out: set[str], 
     engine = build_engine(package, InferenceConfig(views=tuple(package.views), max_iter=2, thr=1.0), "cpu")
     sets = scale_sets(scales)
     out: dict = {}
-    for run in runs([s for s in scoring_slices(data.slices) if s.patient in held_out]):
-        first = run[0]
-        hu = np.rint(np.stack([s.hu(floor_hu) for s in run], axis=2)).astype(np.int16)
-        truth = np.stack([s.mask for s in run], axis=2)
-        spacing = (first.pixel_spacing_mm, first.pixel_spacing_mm, SPACING[2])
+    for run in held_out_runs(data, held_out, floor_hu):
         probabilities, masks = [], []
         for s in scales:
-            mapping = GridMapping.for_input(hu.shape, spacing, (package.spacing[0] * s, package.spacing[1] * s,
-                                                                package.spacing[2]))
-            last = list(run_on_grid(engine, hu, mapping))[-1]
+            mapping = GridMapping.for_input(run.hu.shape, run.spacing, (package.spacing[0] * s,
+                                                                        package.spacing[1] * s, package.spacing[2]))
+            last = list(run_on_grid(engine, run.hu, mapping))[-1]
             probabilities.append(last.canonical_probability())
             masks.append(last.canonical_mask)
         p, m = np.stack(probabilities), np.stack(masks)
         for name, idx in sets.items():
             mask = (p[idx].mean(axis=0) >= 0.5) & m[idx].any(axis=0)
-            entry = out.setdefault(first.patient, {}).setdefault(name, [0, 0])
-            entry[0] += int(np.logical_and(mask, truth).sum())
-            entry[1] += int(mask.sum() + truth.sum())
+            entry = out.setdefault(run.patient, {}).setdefault(name, [0, 0])
+            entry[0] += int(np.logical_and(mask, run.truth).sum())
+            entry[1] += int(mask.sum() + run.truth.sum())
     return out
 
 
