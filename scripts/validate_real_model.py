@@ -99,6 +99,20 @@ RECIPES["new_floor_prior_10k"] = {"data": RECIPES["new_floor_prior"]["data"],
                                   "train": {**RECIPES["new_floor_prior"]["train"], "lr": 2.5e-4},
                                   "fold_steps": "0,0,3200,800", "final_steps": "0,0,3200,800",
                                   "init_from": "new_floor_prior_6k"}
+#: new_floor_prior_10k trained on for a shorter cycle (J 1600, N 400) at the same learning rate: 12 000 steps with a
+#: second warm restart
+RECIPES["new_floor_prior_12k"] = {"data": RECIPES["new_floor_prior_10k"]["data"],
+                                  "train": RECIPES["new_floor_prior_10k"]["train"],
+                                  "fold_steps": "0,0,1600,400", "final_steps": "0,0,1600,400",
+                                  "init_from": "new_floor_prior_10k"}
+#: new_floor_prior_12k with the other hospitals' contrast phases drawn more often: the per-tissue phase simulation
+#: on 80 % of the steps (50 %), a fatty organ on 30 % (20 %); the weakest part of the domain-shift panel is the
+#: unenhanced phase, and the hidden CTs are of other phases
+PHASE_HEAVY_AUGMENT = replace(REAL_CT_AUGMENT, fatty_organ_probability=0.3,
+                              scanner=replace(REAL_CT_AUGMENT.scanner, phase_probability=0.8))
+RECIPES["new_floor_prior_12k_phase"] = {**RECIPES["new_floor_prior_12k"],
+                                        "train": {**RECIPES["new_floor_prior_12k"]["train"],
+                                                  "augment": PHASE_HEAVY_AUGMENT}}
 RECIPES["old_alldata"] = {"data": {**RECIPES["old"]["data"], "sets": "all"}, "train": RECIPES["old"]["train"]}
 
 
