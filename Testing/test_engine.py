@@ -136,6 +136,20 @@ def test_the_coarse_weight_keeps_the_coarse_rounds_say_in_every_fine_round(demo,
         InferenceConfig(coarse_weight=1.0).validate()
 
 
+def test_the_previous_weight_averages_the_fine_rounds_from_the_second_on(demo, phantom):
+    hu, _ = phantom
+    plain = list(RSTNEngine(demo.models, InferenceConfig(max_iter=2, thr=1.0), device="cpu").run(hu))
+    settled = list(RSTNEngine(demo.models, InferenceConfig(max_iter=2, thr=1.0, previous_weight=0.3),
+                              device="cpu").run(hu))
+    for index in (0, 1):  # the coarse round and the first fine round are the paper's
+        np.testing.assert_allclose(settled[index].probability, plain[index].probability, atol=1e-5)
+    expected = 0.7 * plain[2].probability + 0.3 * plain[1].probability  # round 2 crops the same round-1 mask
+    np.testing.assert_allclose(settled[2].probability, expected, atol=1e-5)
+    assert not np.allclose(settled[2].probability, plain[2].probability)
+    with pytest.raises(OptionsError, match="previous_weight=1.0 is outside \\[0, 1\\)"):
+        InferenceConfig(previous_weight=1.0).validate()
+
+
 def test_bad_configuration_messages():
     models = tiny_models(views="Z")
     with pytest.raises(ModelPackageError, match="no weights for view"):

@@ -126,6 +126,15 @@ def test_class7_resuming_with_another_model_or_options_is_refused(tmp_path, caps
     assert (out / "c0.nii.gz").stat().st_mtime_ns == stamp  # nothing was redone or mixed in
     assert main([*args, str(demo_model_dir())]) == 0  # the same settings resume (nothing to do)
     assert json.loads((out / "cohort.json").read_text())["info"]["skipped_done_earlier"] == 2
+    from PancreasRSTNLib.app.cohort_table import ROWS_FOLDER
+
+    for row_file in (out / ROWS_FOLDER).glob("*.json"):  # rows written before previous_weight was recorded
+        row = json.loads(row_file.read_text())
+        del row["settings"]["previous_weight"]
+        row_file.write_text(json.dumps(row))
+    assert main([*args, str(demo_model_dir())]) == 0  # they were made with its only value then, 0
+    assert main([*args, str(demo_model_dir()), "--previous-weight", "0.3"]) == 1
+    assert "previous_weight 0.0 -> 0.3" in capsys.readouterr().err
     assert main([*args, str(other), "--overwrite"]) == 0
     assert {r["model_id"] for r in json.loads((out / "cohort.json").read_text())["cases"]} != {rows[0]["model_id"]}
 

@@ -92,3 +92,20 @@ def test_the_models_coarse_weight_is_the_default_and_an_explicit_weight_wins(tmp
     (package / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelPackageError, match="coarse_weight"):
         load_model_package(package)
+
+
+def test_the_models_previous_weight_is_the_default_and_an_explicit_weight_wins(tmp_path, capsys):
+    """model.json ``inference.previous_weight`` steers every automatic run unless --previous-weight says otherwise;
+    the schema keeps it in [0, 1)."""
+    package, meta = _demo_with_inference(tmp_path / "m", {"max_iter": 2, "previous_weight": 0.4})
+    loaded = load_model_package(package)
+    assert loaded.previous_weight == 0.4 and load_model_package(demo_model_dir()).previous_weight is None
+    assert build_engine(loaded, None, "cpu").config.previous_weight == 0.4
+    assert build_engine(loaded, InferenceConfig(previous_weight=0.0), "cpu").config.previous_weight == 0.0
+    assert main(["segment", str(_phantom_ct(tmp_path, capsys)), "--model", str(package), "--previous-weight", "1",
+                 "-o", str(tmp_path / "c.nii.gz")]) == 1
+    assert "previous_weight=1.0 is outside [0, 1)" in capsys.readouterr().err and not (tmp_path / "c.nii.gz").exists()
+    meta["inference"]["previous_weight"] = -0.1
+    (package / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelPackageError, match="previous_weight"):
+        load_model_package(package)

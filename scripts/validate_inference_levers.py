@@ -1,7 +1,8 @@
 """Inference-time levers of a recipe's fold models, scored on their held-out NIH patients (no training).
 
     python scripts/validate_inference_levers.py --recipe new_floor_prior --coarse-weights 0,0.2,0.4 \
-        [--prob-thresholds 0.5] [--margins 20] [--postprocess on,off] [--folds 0,1,2,3,4] \
+        [--prob-thresholds 0.5] [--margins 20] [--postprocess on,off] [--previous-weights 0,0.3] \
+        [--folds 0,1,2,3,4] \
         [--json benchmarks/results/inference_levers.json]
 
 For every held-out patient of every fold and every setting: the pooled 2-D DSC of each round (thr 1.0, so that no
@@ -12,7 +13,9 @@ scores them (native slices only). A run with at most k fine rounds ends on round
   (``InferenceConfig.coarse_weight``): the coarse localisation keeps a say, so the fine rounds cannot drift away;
 - ``prob_threshold``: the probability at which a voxel is the organ, in every round;
 - ``margin``: the pixels added around the previous round's box to make the fine crop;
-- ``postprocess``: keep only the largest connected component (off: keep every component).
+- ``postprocess``: keep only the largest connected component (off: keep every component);
+- ``previous_weight`` w: each fine round after the first is (1 - w) * its own probability + w * the previous
+  round's (``InferenceConfig.previous_weight``): the rounds settle instead of swinging.
 The setting is chosen on these validation folds only; the hidden other-hospital CTs are never looked at. Data: Roth
 HR, Farag A, Turkbey EB, Lu L, Liu J, Summers RM. Data From Pancreas-CT. The Cancer Imaging Archive, 2016 (CC BY
 4.0).
@@ -38,16 +41,17 @@ from validate_real_model import Data, held_out_runs, overlap, pooled, score_fold
 from PancreasRSTNLib.engine.inference import InferenceConfig  # noqa: E402
 from PancreasRSTNLib.engine.segmentation import GridMapping, build_engine, run_on_grid  # noqa: E402
 
-#: one setting: (coarse_weight, prob_threshold, margin, postprocess)
-Setting = tuple[float, float, int, bool]
+#: one setting: (coarse_weight, prob_threshold, margin, postprocess, previous_weight)
+Setting = tuple[float, float, int, bool, float]
 DEFAULT_MARGIN = InferenceConfig().margin
 
 
 def setting_name(coarse_weight: float, prob_threshold: float, margin: int = DEFAULT_MARGIN,
-                 postprocess: bool = True) -> str:
+                 postprocess: bool = True, previous_weight: float = 0.0) -> str:
     """The setting's name in the results (the defaults' names are those of earlier results, so they pool)."""
     return (f"coarse_weight={coarse_weight:g} prob_threshold={prob_threshold:g}"
-            + (f" margin={margin}" if margin != DEFAULT_MARGIN else "") + ("" if postprocess else " postprocess=off"))
+            + (f" margin={margin}" if margin != DEFAULT_MARGIN else "") + ("" if postprocess else " postprocess=off")
+            + (f" previous_weight={previous_weight:g}" if previous_weight else ""))
 
 
 def score_fold(package, data: Data, floor_hu: float | None, held_out: set[str], settings: list[Setting],
@@ -55,7 +59,7 @@ def score_fold(package, data: Data, floor_hu: float | None, held_out: set[str], 
     """Per patient and setting: pooled DSC of every round (0 = coarse)."""
     engines = {s: build_engine(package, InferenceConfig(views=tuple(package.views), max_iter=rounds, thr=1.0,
                                                         coarse_weight=s[0], prob_threshold=s[1], margin=s[2],
-                                                        postprocess=s[3]), "cpu")
+                                                        postprocess=s[3], previous_weight=s[4]), "cpu")
                for s in settings}
     parts: dict = {}
     for run in held_out_runs(data, held_out, floor_hu):
@@ -89,6 +93,7 @@ def main() -> int:
     parser.add_argument("--prob-thresholds", default="0.5")
     parser.add_argument("--margins", default=str(DEFAULT_MARGIN))
     parser.add_argument("--postprocess", default="on", help="on, off or on,off")
+    parser.add_argument("--previous-weights", default="0")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "validation")
@@ -98,9 +103,9 @@ def main() -> int:
                         help="a previous result of other folds (same recipe, settings and rounds) to pool with these")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = [(float(w), float(t), int(m), p == "on") for w in args.coarse_weights.split(",")
+    settings = [(float(w), float(t), int(m), p == "on", float(v)) for w in args.coarse_weights.split(",")
                 for t in args.prob_thresholds.split(",") for m in args.margins.split(",")
-                for p in args.postprocess.split(",")]
+                for p in args.postprocess.split(",") for v in args.previous_weights.split(",")]
     names = [setting_name(*s) for s in settings]
     started = time.perf_counter()
     per_patient, used = score_fold_models(

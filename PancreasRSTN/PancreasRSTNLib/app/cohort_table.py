@@ -84,6 +84,10 @@ def read_row(out: Path, name: str) -> CaseRow | None:
         return None
 
 
+#: settings added to the rows after the first release, with the value every earlier row was made with
+SETTINGS_BEFORE_RECORDED = {"previous_weight": 0.0}
+
+
 def refuse_other_settings(out: Path, done: list[str], model_id: str, settings: dict) -> None:
     """Refuse, before any work, to resume a cohort whose finished cases were made with another model or other
     settings: their rows would report them as this run's. (Rows from before settings were recorded are compared
@@ -97,8 +101,9 @@ def refuse_other_settings(out: Path, done: list[str], model_id: str, settings: d
         if row.settings:
             if row.model_id != model_id and not changed:
                 changed.append(f"model weights {row.model_id} -> {model_id}")
-            changed += [f"{k} {row.settings.get(k)} -> {v}" for k, v in settings.items()
-                        if k != "model" and row.settings.get(k) != v]
+            recorded = {**SETTINGS_BEFORE_RECORDED, **row.settings}
+            changed += [f"{k} {recorded.get(k)} -> {v}" for k, v in settings.items()
+                        if k != "model" and recorded.get(k) != v]
         if changed:
             differ.append(f"{name} ({', '.join(changed)})")
     if differ:

@@ -49,12 +49,18 @@ class InferenceConfig:
     #: the coarse localisation keeps its say and the fine rounds cannot drift away from it; None: the model's
     #: validated weight (model.json ``inference.coarse_weight``), else 0 (the paper's fine rounds)
     coarse_weight: float | None = None
+    #: every fine round after the first: its probability is (1 - w) * its own + w * the previous round's (an
+    #: exponential average of the fine rounds), so that a round can move the mask only part of the way and the rounds
+    #: settle instead of swinging; None: the model's validated weight (model.json ``inference.previous_weight``),
+    #: else 0 (the paper's fine rounds)
+    previous_weight: float | None = None
 
     def with_model_defaults(self, model_max_iter: int | None = None, model_prior_weight: float | None = None,
-                            model_coarse_weight: float | None = None) -> InferenceConfig:
+                            model_coarse_weight: float | None = None, model_previous_weight: float | None = None
+                            ) -> InferenceConfig:
         """The settings a run uses: an unset ``max_iter`` becomes the model's validated count, else the reference's
         ``REFERENCE_MAX_ITER`` (the fine stage of a weak model drifts after its best round: docs/models.md); an
-        unset ``prior_weight`` or ``coarse_weight`` the model's validated weight, else 0."""
+        unset ``prior_weight``, ``coarse_weight`` or ``previous_weight`` the model's validated weight, else 0."""
         config = self
         if config.max_iter is None:
             config = replace(config, max_iter=REFERENCE_MAX_ITER if model_max_iter is None else int(model_max_iter))
@@ -62,6 +68,8 @@ class InferenceConfig:
             config = replace(config, prior_weight=float(model_prior_weight or 0.0))
         if config.coarse_weight is None:
             config = replace(config, coarse_weight=float(model_coarse_weight or 0.0))
+        if config.previous_weight is None:
+            config = replace(config, previous_weight=float(model_previous_weight or 0.0))
         return config
 
     def validate(self) -> None:
@@ -77,6 +85,9 @@ class InferenceConfig:
             (self.coarse_weight is not None and not 0.0 <= self.coarse_weight < 1.0,
              f"coarse_weight={self.coarse_weight} is outside [0, 1)", "Give a weight of the coarse round in [0, 1), "
              "e.g. 0 (the paper's fine rounds; default: the model's validated weight)"),
+            (self.previous_weight is not None and not 0.0 <= self.previous_weight < 1.0,
+             f"previous_weight={self.previous_weight} is outside [0, 1)", "Give a weight of the previous round in "
+             "[0, 1), e.g. 0 (the paper's fine rounds; default: the model's validated weight)"),
             (not 0.0 < self.prob_threshold < 1.0, f"prob_threshold={self.prob_threshold} is outside (0, 1)",
              "Give a probability threshold in (0, 1), e.g. 0.5 (the default)"),
             (self.margin < 0, f"margin={self.margin} is negative",

@@ -278,6 +278,8 @@ class RSTNEngine:
             probability = acc.div_(len(cfg.views))
             if run.anchor is not None:  # the person's prior (or the coarse round) keeps its weight
                 probability.mul_(1.0 - run.anchor_weight).add_(run.anchor, alpha=run.anchor_weight)
+            if index > 1 and cfg.previous_weight:  # the previous fine round keeps its weight
+                probability.mul_(1.0 - cfg.previous_weight).add_(run.probability, alpha=cfg.previous_weight)
             probability, mask = run.limit(probability, probability >= cfg.prob_threshold)
         if cfg.postprocess:
             with self._timed(seconds, "postprocess"):

@@ -110,6 +110,12 @@ class ModelPackage:
         (model.json ``inference.coarse_weight``); None: 0."""
         return self._inference_weight("coarse_weight")
 
+    @property
+    def previous_weight(self) -> float | None:
+        """The weight of the previous fine round in every later fine round, as validated for the model (model.json
+        ``inference.previous_weight``); None: 0."""
+        return self._inference_weight("previous_weight")
+
     def _inference_weight(self, key: str) -> float | None:
         inference = self.metadata.get("inference")
         found = inference.get(key) if isinstance(inference, Mapping) else None

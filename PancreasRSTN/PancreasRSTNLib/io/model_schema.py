@@ -23,6 +23,9 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 FIX = "Fix model.json (or re-export the model with PancreasRSTN), then try again."
 
 
+#: model.json ``inference`` weights, each in [0, 1) (``engine.config.InferenceConfig`` says what each does)
+INFERENCE_WEIGHTS = ("prior_weight", "coarse_weight", "previous_weight")
+
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -96,14 +99,14 @@ def validate_metadata(meta: Mapping, path: Path) -> None:
         inference = meta["inference"]
         known = isinstance(inference, Mapping)
         rounds = [inference.get(k, 0) for k in ("max_iter", "prior_max_iter")] if known else [None]
-        weights = [inference.get(k, 0.0) for k in ("prior_weight", "coarse_weight")] if known else [None]
-        c.need(known and set(inference) <= {"max_iter", "prior_max_iter", "prior_weight", "coarse_weight"}
+        weights = [inference.get(k, 0.0) for k in INFERENCE_WEIGHTS] if known else [None]
+        c.need(known and set(inference) <= {"max_iter", "prior_max_iter", *INFERENCE_WEIGHTS}
                and all(_whole(r) and r >= 0 for r in rounds)
                and all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < 1 for w in weights),
                "inference",
                "an object with 'max_iter' (and optionally 'prior_max_iter'), whole numbers >= 0 (the fine rounds the "
                "model was validated to run, from its coarse round and from a person's prior), and optionally "
-               "'prior_weight' and 'coarse_weight' in [0, 1)")
+               "'prior_weight', 'coarse_weight' and 'previous_weight' in [0, 1)")
     if c.problems:
         raise ModelPackageError(f"{path} breaks the model.json schema: {'; '.join(c.problems)}. {FIX}", fix=FIX)
 

@@ -58,6 +58,10 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of the coarse round in every fine round's probability, in [0, 1): keeps the fine "
                    "rounds from drifting (default: the model's validated weight, model.json inference.coarse_weight, "
                    "else 0 as in the paper)")
+    p.add_argument("--previous-weight", type=float, default=None, metavar="W",
+                   help="weight of the previous fine round in every later fine round's probability, in [0, 1): the "
+                   "rounds settle instead of swinging (default: the model's validated weight, model.json "
+                   "inference.previous_weight, else 0 as in the paper)")
     p.add_argument("--margin", type=int, default=d.margin, help="crop margin in pixels of the model's grid")
     p.add_argument("--views", default=None, help="views to use, e.g. XYZ or Z (default: every view of the model)")
     p.add_argument("--no-postprocess", action="store_true", help="keep all connected components")
@@ -84,7 +88,7 @@ def config_from_args(args: argparse.Namespace, model_views: tuple[str, ...] = ("
         views=views, postprocess=not args.no_postprocess, precision=args.precision,
         batch_size=args.batch_size, coarse_downsample=args.coarse_downsample,
         crop_bucket=args.crop_bucket, prior_weight=getattr(args, "prior_weight", None),
-        coarse_weight=args.coarse_weight,
+        coarse_weight=args.coarse_weight, previous_weight=args.previous_weight,
     )
 
 
