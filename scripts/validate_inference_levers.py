@@ -5,9 +5,10 @@
         [--folds 0,1,2,3,4] \
         [--json benchmarks/results/inference_levers.json]
 
-For every held-out patient of every fold and every setting: the pooled 2-D DSC of each round (thr 1.0, so that no
-run stops early, up to ``--rounds`` fine rounds), over its labelled JPEG slices as ``validate_real_model.py``
-scores them (native slices only). A run with at most k fine rounds ends on round k, so one pass scores every cap.
+For every held-out patient of every fold and every setting: the pooled 2-D DSC of each round (thr 1.0 unless
+``--thr``, so that no run stops early, up to ``--rounds`` fine rounds), over its labelled JPEG slices as
+``validate_real_model.py`` scores them (native slices only). A run with at most k fine rounds ends on round k, so
+one pass scores every cap.
 
 - ``coarse_weight`` w: each fine round's probability is (1 - w) * the fine nets' + w * the coarse round's
   (``InferenceConfig.coarse_weight``): the coarse localisation keeps a say, so the fine rounds cannot drift away;
@@ -41,23 +42,24 @@ from validate_real_model import Data, held_out_runs, overlap, pooled, score_fold
 from PancreasRSTNLib.engine.inference import InferenceConfig  # noqa: E402
 from PancreasRSTNLib.engine.segmentation import GridMapping, build_engine, run_on_grid  # noqa: E402
 
-#: one setting: (coarse_weight, prob_threshold, margin, postprocess, previous_weight)
-Setting = tuple[float, float, int, bool, float]
+#: one setting: (coarse_weight, prob_threshold, margin, postprocess, previous_weight, thr)
+Setting = tuple[float, float, int, bool, float, float]
 DEFAULT_MARGIN = InferenceConfig().margin
 
 
 def setting_name(coarse_weight: float, prob_threshold: float, margin: int = DEFAULT_MARGIN,
-                 postprocess: bool = True, previous_weight: float = 0.0) -> str:
+                 postprocess: bool = True, previous_weight: float = 0.0, thr: float = 1.0) -> str:
     """The setting's name in the results (the defaults' names are those of earlier results, so they pool)."""
     return (f"coarse_weight={coarse_weight:g} prob_threshold={prob_threshold:g}"
             + (f" margin={margin}" if margin != DEFAULT_MARGIN else "") + ("" if postprocess else " postprocess=off")
-            + (f" previous_weight={previous_weight:g}" if previous_weight else ""))
+            + (f" previous_weight={previous_weight:g}" if previous_weight else "")
+            + (f" thr={thr:g}" if thr != 1.0 else ""))
 
 
 def score_fold(package, data: Data, floor_hu: float | None, held_out: set[str], settings: list[Setting],
                rounds: int) -> dict:
     """Per patient and setting: pooled DSC of every round (0 = coarse)."""
-    engines = {s: build_engine(package, InferenceConfig(views=tuple(package.views), max_iter=rounds, thr=1.0,
+    engines = {s: build_engine(package, InferenceConfig(views=tuple(package.views), max_iter=rounds, thr=s[5],
                                                         coarse_weight=s[0], prob_threshold=s[1], margin=s[2],
                                                         postprocess=s[3], previous_weight=s[4]), "cpu")
                for s in settings}
@@ -94,6 +96,8 @@ def main() -> int:
     parser.add_argument("--margins", default=str(DEFAULT_MARGIN))
     parser.add_argument("--postprocess", default="on", help="on, off or on,off")
     parser.add_argument("--previous-weights", default="0")
+    parser.add_argument("--thr", type=float, default=1.0, help="the convergence threshold (1.0: every round runs; "
+                        "a run that stops earlier keeps its last round for the later caps)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "validation")
@@ -103,7 +107,7 @@ def main() -> int:
                         help="a previous result of other folds (same recipe, settings and rounds) to pool with these")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = [(float(w), float(t), int(m), p == "on", float(v)) for w in args.coarse_weights.split(",")
+    settings = [(float(w), float(t), int(m), p == "on", float(v), args.thr) for w in args.coarse_weights.split(",")
                 for t in args.prob_thresholds.split(",") for m in args.margins.split(",")
                 for p in args.postprocess.split(",") for v in args.previous_weights.split(",")]
     names = [setting_name(*s) for s in settings]
