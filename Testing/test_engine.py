@@ -150,6 +150,18 @@ def test_the_previous_weight_averages_the_fine_rounds_from_the_second_on(demo, p
         InferenceConfig(previous_weight=1.0).validate()
 
 
+def test_a_settling_run_converges_on_the_fine_nets_own_mask_not_on_its_small_step(demo, phantom):
+    """With a previous-round weight the averaged mask moves only part of the way, so the step between two rounds
+    is small even while the fine nets still move: convergence asks the fine nets' own mask to agree instead."""
+    hu, _ = phantom
+    plain = list(RSTNEngine(demo.models, InferenceConfig(max_iter=3, thr=1.0), device="cpu").run(hu))
+    own_agreement = dice(plain[1].mask, plain[2].mask > 0, empty=1.0)  # round 2's own mask against round 1's
+    settled = list(RSTNEngine(demo.models, InferenceConfig(max_iter=3, thr=own_agreement + 1e-6,
+                                                           previous_weight=0.9), device="cpu").run(hu))
+    assert settled[2].dsc_to_previous > own_agreement  # the averaged step alone would have stopped the run
+    assert not settled[2].converged and len(settled) == 4  # the fine nets still moved: it went on
+
+
 def test_bad_configuration_messages():
     models = tiny_models(views="Z")
     with pytest.raises(ModelPackageError, match="no weights for view"):

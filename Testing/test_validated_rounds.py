@@ -105,6 +105,11 @@ def test_the_models_previous_weight_is_the_default_and_an_explicit_weight_wins(t
     assert main(["segment", str(_phantom_ct(tmp_path, capsys)), "--model", str(package), "--previous-weight", "1",
                  "-o", str(tmp_path / "c.nii.gz")]) == 1
     assert "previous_weight=1.0 is outside [0, 1)" in capsys.readouterr().err and not (tmp_path / "c.nii.gz").exists()
+    report = tmp_path / "benchmark.json"  # the benchmark times the package's rounds as segment runs them
+    assert main(["benchmark", "--device", "cpu", "--model", str(package), "--shape", "32x32x8", "--repeats", "1",
+                 "--max-iter", "2", "--reference", "off", "--scaling", "", "--no-training", "--json",
+                 str(report)]) == 0
+    assert json.loads(report.read_text())["settings"]["previous_weight"] == 0.4
     meta["inference"]["previous_weight"] = -0.1
     (package / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelPackageError, match="previous_weight"):

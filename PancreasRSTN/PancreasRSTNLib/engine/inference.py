@@ -278,14 +278,21 @@ class RSTNEngine:
             probability = acc.div_(len(cfg.views))
             if run.anchor is not None:  # the person's prior (or the coarse round) keeps its weight
                 probability.mul_(1.0 - run.anchor_weight).add_(run.anchor, alpha=run.anchor_weight)
-            if index > 1 and cfg.previous_weight:  # the previous fine round keeps its weight
+            settling = index > 1 and bool(cfg.previous_weight)
+            own = None
+            if settling:  # the previous fine round keeps its weight; ``own``: the fine nets' mask alone
+                own = probability >= cfg.prob_threshold
+                own = own if run.roi is None else own.logical_and_(run.roi)
                 probability.mul_(1.0 - cfg.previous_weight).add_(run.probability, alpha=cfg.previous_weight)
             probability, mask = run.limit(probability, probability >= cfg.prob_threshold)
         if cfg.postprocess:
             with self._timed(seconds, "postprocess"):
                 mask = keep_large_components(mask)
+                own = keep_large_components(own) if own is not None else None
         dsc = dice(run.mask, mask, empty=1.0)
-        converged = dsc >= cfg.thr
+        # a settling round moves the mask only part of the way, so its own small change would stop the run early:
+        # the run has converged when the fine nets' own mask of this round agrees with the previous round's
+        converged = (dice(run.mask, own, empty=1.0) if own is not None else dsc) >= cfg.thr
         empty = run.oracle is None and not bool(mask.any())  # oracle crops never run dry
         stop = "converged" if converged else "empty" if empty else "max_iter" if index == cfg.max_iter else None
         run.meter.report(f"fine round {index}", finished=stop is not None)

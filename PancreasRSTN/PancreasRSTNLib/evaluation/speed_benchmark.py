@@ -75,6 +75,8 @@ class _Workload:
     geometry: CanonicalGeometry
     io_timings: dict[str, float]
     oracle: np.ndarray | None  # random weights crop by the phantom's truth (see the module's docstring)
+    #: a package's validated round weights (model.json ``inference``), so that its rounds run as ``segment`` runs them
+    round_weights: dict[str, float]
 
 
 def _volume(settings: BenchmarkSettings, log: Log) -> tuple[np.ndarray, np.ndarray | None, dict, CanonicalGeometry]:
@@ -101,8 +103,8 @@ def _volume(settings: BenchmarkSettings, log: Log) -> tuple[np.ndarray, np.ndarr
     return hu, truth, timings, geometry
 
 
-def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str, tuple | None, HUWindow]:
-    """(models, description, the model's spacing, its HU window)."""
+def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str, tuple | None, HUWindow, dict[str, float]]:
+    """(models, description, the model's spacing, its HU window, its validated round weights)."""
     if settings.model:
         pkg = load_model_package(settings.model)
         if pkg.method != "rstn":
@@ -111,7 +113,8 @@ def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str, tuple | 
             raise ModelPackageError(f"`benchmark` times RSTN's engine against the reference loop; "
                                     f"{pkg.metadata['name']} is a {pkg.method.upper()} package. Time it with "
                                     "`pancreas-rstn evaluate --model ...` (its report has seconds per case).")
-        return pkg.models, f"package {pkg.metadata['name']}", pkg.spacing, pkg.window
+        weights = {"coarse_weight": pkg.coarse_weight or 0.0, "previous_weight": pkg.previous_weight or 0.0}
+        return pkg.models, f"package {pkg.metadata['name']}", pkg.spacing, pkg.window, weights
     torch.manual_seed(settings.seed)
     config = RSTNConfig(backbone=settings.backbone, backbone_kwargs=settings.backbone_kwargs)
     models = {v: RSTN(config).eval() for v in VIEWS}
@@ -121,7 +124,7 @@ def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str, tuple | 
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Conv2d) and "score" in name:
                 torch.nn.init.normal_(module.weight, std=0.01)
-    return models, f"random {settings.backbone} weights (seed {settings.seed})", None, DEFAULT_WINDOW
+    return models, f"random {settings.backbone} weights (seed {settings.seed})", None, DEFAULT_WINDOW, {}
 
 
 def _run_engine(models: dict[str, RSTN], hu: np.ndarray, config: InferenceConfig, device: torch.device,
@@ -139,8 +142,9 @@ def _run_engine(models: dict[str, RSTN], hu: np.ndarray, config: InferenceConfig
 def _workload(settings: BenchmarkSettings, report: dict, log: Log) -> _Workload:
     """The volume read as a user's file is read, the weights, and the resampling ``segment`` would do."""
     hu, truth, io_timings, geometry = _volume(settings, log)
-    models, weights, model_spacing, window = _models(settings)
+    models, weights, model_spacing, window, round_weights = _models(settings)
     report["weights"] = weights
+    report["settings"].update(round_weights)
     if settings.input:  # the report's volume is the file's, not the phantom default of --shape
         report["settings"]["shape"] = list(hu.shape)
     mapping = GridMapping.for_input(hu.shape, geometry.canonical_spacing, model_spacing, resample=settings.resample)
@@ -156,7 +160,7 @@ def _workload(settings: BenchmarkSettings, report: dict, log: Log) -> _Workload:
             f"{tuple(round(s, 3) for s in mapping.model_spacing)} mm in {io_timings['resample in']:.2f} s")
     oracle = truth if not settings.model else None
     return _Workload(hu=hu, truth=truth, models=models, window=window, mapping=mapping, geometry=geometry,
-                     io_timings=io_timings, oracle=oracle)
+                     io_timings=io_timings, oracle=oracle, round_weights=round_weights)
 
 
 def _time_engine(settings: BenchmarkSettings, work: _Workload, device: torch.device, log: Log
@@ -168,7 +172,8 @@ def _time_engine(settings: BenchmarkSettings, work: _Workload, device: torch.dev
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     config = InferenceConfig(thr=settings.thr, max_iter=settings.max_iter, precision=settings.precision,
-                             coarse_downsample=settings.coarse_downsample, views=tuple(work.models))
+                             coarse_downsample=settings.coarse_downsample, views=tuple(work.models),
+                             **work.round_weights)
     runs: Runs = []
     dtype = torch.float32
     for i in range(settings.repeats):
