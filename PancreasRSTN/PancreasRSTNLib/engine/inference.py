@@ -47,6 +47,7 @@ from .fine_crops import CropBatch, CropPlan, SaliencyBox
 from .guidance import PRIOR_STAGE, Guidance, roi_bounds
 from .postprocess import keep_large_components
 from .results import RoundResult, SaliencyMaps
+from .round_weights import own_agreement, settle
 from .triplets import accumulate_crops, accumulate_whole_slices, slice_weights, triplet_indices
 
 # Re-exported: callers import the engine's public names from this module.
@@ -278,21 +279,14 @@ class RSTNEngine:
             probability = acc.div_(len(cfg.views))
             if run.anchor is not None:  # the person's prior (or the coarse round) keeps its weight
                 probability.mul_(1.0 - run.anchor_weight).add_(run.anchor, alpha=run.anchor_weight)
-            settling = index > 1 and bool(cfg.previous_weight)
-            own = None
-            if settling:  # the previous fine round keeps its weight; ``own``: the fine nets' mask alone
-                own = probability >= cfg.prob_threshold
-                own = own if run.roi is None else own.logical_and_(run.roi)
-                probability.mul_(1.0 - cfg.previous_weight).add_(run.probability, alpha=cfg.previous_weight)
+            own = (settle(probability, run.probability, cfg.previous_weight, cfg.prob_threshold, run.roi)
+                   if index > 1 and cfg.previous_weight else None)  # the fine nets' own mask (round_weights.py)
             probability, mask = run.limit(probability, probability >= cfg.prob_threshold)
         if cfg.postprocess:
             with self._timed(seconds, "postprocess"):
                 mask = keep_large_components(mask)
-                own = keep_large_components(own) if own is not None else None
         dsc = dice(run.mask, mask, empty=1.0)
-        # a settling round moves the mask only part of the way, so its own small change would stop the run early:
-        # the run has converged when the fine nets' own mask of this round agrees with the previous round's
-        converged = (dice(run.mask, own, empty=1.0) if own is not None else dsc) >= cfg.thr
+        converged = (own_agreement(run.mask, own, cfg.postprocess) if own is not None else dsc) >= cfg.thr
         empty = run.oracle is None and not bool(mask.any())  # oracle crops never run dry
         stop = "converged" if converged else "empty" if empty else "max_iter" if index == cfg.max_iter else None
         run.meter.report(f"fine round {index}", finished=stop is not None)

@@ -100,20 +100,17 @@ class ModelPackage:
 
     @property
     def prior_weight(self) -> float | None:
-        """The weight of a person's prior in every fine round of a refinement, as validated for the model
-        (model.json ``inference.prior_weight``); None: 0."""
+        """A person's prior's weight in every fine round of a refinement (model.json); None: 0."""
         return self._inference_weight("prior_weight")
 
     @property
     def coarse_weight(self) -> float | None:
-        """The weight of the coarse round in every fine round of an automatic run, as validated for the model
-        (model.json ``inference.coarse_weight``); None: 0."""
+        """The coarse round's weight in every fine round of an automatic run (model.json); None: 0."""
         return self._inference_weight("coarse_weight")
 
     @property
     def previous_weight(self) -> float | None:
-        """The weight of the previous fine round in every later fine round, as validated for the model (model.json
-        ``inference.previous_weight``); None: 0."""
+        """The previous fine round's weight in every later fine round (model.json); None: 0."""
         return self._inference_weight("previous_weight")
 
     def _inference_weight(self, key: str) -> float | None:
