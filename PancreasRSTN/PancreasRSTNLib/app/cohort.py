@@ -183,8 +183,7 @@ class CohortRunOptions:
     def settings(self) -> dict:
         """The choices that change a case's result, as each row records them (the model is ``model_id``)."""
         c = self.run.config
-        used = c.with_model_defaults(self.package.max_iter, model_coarse_weight=self.package.coarse_weight,
-                                     model_previous_weight=self.package.previous_weight)
+        used = c.with_package_defaults(self.package)
         return {"model": str(self.package.metadata.get("name")), "thr": c.thr, "max_iter": used.max_iter,
                 "coarse_weight": used.coarse_weight, "previous_weight": used.previous_weight,
                 "prob_threshold": c.prob_threshold, "margin": c.margin, "views": "".join(c.views),

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from ..errors import ModelPackageError, OptionsError
 from ..views import VIEW_AXES
+
+if TYPE_CHECKING:  # a package is only read here: no import at run time
+    from ..io.model_package import ModelPackage
 
 #: (fraction of the run done in [0, 1], stage), e.g. (0.4, "fine Z")
 ProgressCallback = Callable[[float, str], None]
@@ -71,6 +75,13 @@ class InferenceConfig:
         if config.previous_weight is None:
             config = replace(config, previous_weight=float(model_previous_weight or 0.0))
         return config
+
+    def with_package_defaults(self, package: ModelPackage, rounds: int | None = None) -> InferenceConfig:
+        """``with_model_defaults`` from a model package's model.json ``inference`` (``rounds``: the round count the
+        caller picked from it, e.g. a refinement's; None: its ``max_iter``). Every caller that runs a package uses
+        this, so that a validated setting added to model.json reaches them all."""
+        return self.with_model_defaults(package.max_iter if rounds is None else rounds, package.prior_weight,
+                                        package.coarse_weight, package.previous_weight)
 
     def validate(self) -> None:
         """Refuse settings the engine cannot run (an ``OptionsError``: the value, the allowed range, the default)."""

@@ -220,8 +220,7 @@ def build_engine(package: ModelPackage, config: InferenceConfig | None, device: 
     ``max_iter`` becomes the package's validated round count (``refining`` from a person's prior: its validated
     count for refinements, when it has one)."""
     rounds = package.prior_max_iter if refining and package.prior_max_iter is not None else package.max_iter
-    config = (config or InferenceConfig()).with_model_defaults(rounds, package.prior_weight, package.coarse_weight,
-                                                               package.previous_weight)
+    config = (config or InferenceConfig()).with_package_defaults(package, rounds)
     return choose_engine(package.method, package.models, package.refiner, config, device, package.window)
 
 

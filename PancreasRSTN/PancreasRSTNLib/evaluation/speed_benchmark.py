@@ -25,7 +25,7 @@ from ..engine.segmentation import GridMapping, GridRound, canonical_hu
 from ..engine.triplets import triplet_indices
 from ..errors import RSTNError
 from ..io.geometry import CanonicalGeometry, from_canonical
-from ..io.model_package import load_model_package
+from ..io.model_package import ModelPackage, load_model_package
 from ..io.volume_io import read_image, write_image
 from ..models.intensity import DEFAULT_WINDOW, HUWindow
 from ..models.model import RSTN, RSTNConfig
@@ -75,8 +75,7 @@ class _Workload:
     geometry: CanonicalGeometry
     io_timings: dict[str, float]
     oracle: np.ndarray | None  # random weights crop by the phantom's truth (see the module's docstring)
-    #: a package's validated round weights (model.json ``inference``), so that its rounds run as ``segment`` runs them
-    round_weights: dict[str, float]
+    package: ModelPackage | None  # its model.json settings run as ``segment`` runs them (None: random weights)
 
 
 def _volume(settings: BenchmarkSettings, log: Log) -> tuple[np.ndarray, np.ndarray | None, dict, CanonicalGeometry]:
@@ -103,8 +102,8 @@ def _volume(settings: BenchmarkSettings, log: Log) -> tuple[np.ndarray, np.ndarr
     return hu, truth, timings, geometry
 
 
-def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str, tuple | None, HUWindow, dict[str, float]]:
-    """(models, description, the model's spacing, its HU window, its validated round weights)."""
+def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str, tuple | None, HUWindow, ModelPackage | None]:
+    """(models, description, the model's spacing, its HU window, the package they come from)."""
     if settings.model:
         pkg = load_model_package(settings.model)
         if pkg.method != "rstn":
@@ -113,8 +112,7 @@ def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str, tuple | 
             raise ModelPackageError(f"`benchmark` times RSTN's engine against the reference loop; "
                                     f"{pkg.metadata['name']} is a {pkg.method.upper()} package. Time it with "
                                     "`pancreas-rstn evaluate --model ...` (its report has seconds per case).")
-        weights = {"coarse_weight": pkg.coarse_weight or 0.0, "previous_weight": pkg.previous_weight or 0.0}
-        return pkg.models, f"package {pkg.metadata['name']}", pkg.spacing, pkg.window, weights
+        return pkg.models, f"package {pkg.metadata['name']}", pkg.spacing, pkg.window, pkg
     torch.manual_seed(settings.seed)
     config = RSTNConfig(backbone=settings.backbone, backbone_kwargs=settings.backbone_kwargs)
     models = {v: RSTN(config).eval() for v in VIEWS}
@@ -124,7 +122,7 @@ def _models(settings: BenchmarkSettings) -> tuple[dict[str, RSTN], str, tuple | 
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Conv2d) and "score" in name:
                 torch.nn.init.normal_(module.weight, std=0.01)
-    return models, f"random {settings.backbone} weights (seed {settings.seed})", None, DEFAULT_WINDOW, {}
+    return models, f"random {settings.backbone} weights (seed {settings.seed})", None, DEFAULT_WINDOW, None
 
 
 def _run_engine(models: dict[str, RSTN], hu: np.ndarray, config: InferenceConfig, device: torch.device,
@@ -142,9 +140,11 @@ def _run_engine(models: dict[str, RSTN], hu: np.ndarray, config: InferenceConfig
 def _workload(settings: BenchmarkSettings, report: dict, log: Log) -> _Workload:
     """The volume read as a user's file is read, the weights, and the resampling ``segment`` would do."""
     hu, truth, io_timings, geometry = _volume(settings, log)
-    models, weights, model_spacing, window, round_weights = _models(settings)
+    models, weights, model_spacing, window, package = _models(settings)
     report["weights"] = weights
-    report["settings"].update(round_weights)
+    if package is not None:  # the round weights its runs take from model.json
+        used = InferenceConfig().with_package_defaults(package)
+        report["settings"].update(coarse_weight=used.coarse_weight, previous_weight=used.previous_weight)
     if settings.input:  # the report's volume is the file's, not the phantom default of --shape
         report["settings"]["shape"] = list(hu.shape)
     mapping = GridMapping.for_input(hu.shape, geometry.canonical_spacing, model_spacing, resample=settings.resample)
@@ -160,7 +160,7 @@ def _workload(settings: BenchmarkSettings, report: dict, log: Log) -> _Workload:
             f"{tuple(round(s, 3) for s in mapping.model_spacing)} mm in {io_timings['resample in']:.2f} s")
     oracle = truth if not settings.model else None
     return _Workload(hu=hu, truth=truth, models=models, window=window, mapping=mapping, geometry=geometry,
-                     io_timings=io_timings, oracle=oracle, round_weights=round_weights)
+                     io_timings=io_timings, oracle=oracle, package=package)
 
 
 def _time_engine(settings: BenchmarkSettings, work: _Workload, device: torch.device, log: Log
@@ -172,8 +172,9 @@ def _time_engine(settings: BenchmarkSettings, work: _Workload, device: torch.dev
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     config = InferenceConfig(thr=settings.thr, max_iter=settings.max_iter, precision=settings.precision,
-                             coarse_downsample=settings.coarse_downsample, views=tuple(work.models),
-                             **work.round_weights)
+                             coarse_downsample=settings.coarse_downsample, views=tuple(work.models))
+    if work.package is not None:
+        config = config.with_package_defaults(work.package)
     runs: Runs = []
     dtype = torch.float32
     for i in range(settings.repeats):
