@@ -1,0 +1,81 @@
+"""A uniform weight average ("model soup": Wortsman et al., ICML 2022) of model packages that were trained on from
+one start. Fine-tunings of one model stay in one basin, so the average of their weights is one network of the same
+size and speed whose accuracy is usually at least that of its members; an ensemble of their outputs would cost each
+member's size and time again."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelPackageError
+from ..io.model_package import ModelPackage, load_model_package, save_model_package, sha256_of
+
+#: model.json fields that must agree for weights to be averaged: the network, the views and the input they read
+MUST_AGREE = ("rstn", "views", "spacing", "hu_window")
+
+
+def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of floating-point tensors (computed in float64, stored in their own dtype); integer
+    tensors (BatchNorm's batch counters) are taken from the first state."""
+    if len(states) < 2:
+        raise ModelPackageError(f"A weight average needs two or more models (got {len(states)}).")
+    names = set(states[0])
+    for state in states[1:]:
+        if set(state) != names or any(state[k].shape != states[0][k].shape for k in names):
+            raise ModelPackageError("The models' weights differ in names or shapes: only models of one architecture "
+                                    "can be averaged.")
+    out = {}
+    for name, first in states[0].items():
+        if first.is_floating_point():
+            mean = torch.stack([s[name].double() for s in states]).mean(dim=0)
+            out[name] = mean.to(first.dtype)
+        else:
+            out[name] = first.clone()
+    return out
+
+
+def _average_module(modules: Sequence[torch.nn.Module]) -> torch.nn.Module:
+    averaged = copy.deepcopy(modules[0])
+    averaged.load_state_dict(average_state_dicts([m.state_dict() for m in modules]), strict=True)
+    return averaged
+
+
+def check_compatible(packages: Sequence[ModelPackage]) -> None:
+    """Refuse packages whose weights cannot be averaged, naming the field that differs."""
+    first = packages[0]
+    if first.method != "rstn":
+        raise ModelPackageError(f"Only RSTN packages can be averaged ({first.path} is {first.method}).")
+    for other in packages[1:]:
+        for key in MUST_AGREE:
+            if json.dumps(first.metadata.get(key), sort_keys=True) != json.dumps(other.metadata.get(key),
+                                                                                    sort_keys=True):
+                raise ModelPackageError(f"{first.path} and {other.path} differ in {key!r}: "
+                                        "only fine-tunings of one model can be averaged.")
+        if (first.refiner is None) != (other.refiner is None):
+            raise ModelPackageError(f"{first.path} and {other.path}: one has a refiner and the other has not.")
+
+
+def soup_packages(sources: Sequence[str | Path], target: str | Path, metadata: Mapping | None = None,
+                  overwrite: bool = False) -> Path:
+    """Write the weight average of ``sources`` (verified packages) as a new package in ``target``. Its model.json is
+    the first source's with ``metadata`` on top and a ``soup`` record of the sources' names and weight hashes."""
+    packages = [load_model_package(s) for s in sources]
+    if len(packages) < 2:
+        raise ModelPackageError(f"A weight average needs two or more model packages (got {len(packages)}).")
+    check_compatible(packages)
+    first = packages[0]
+    models = {view: _average_module([p.models[view] for p in packages]) for view in first.views}
+    refiner = _average_module([p.refiner for p in packages]) if first.refiner is not None else None
+    meta = {k: v for k, v in first.metadata.items() if k not in ("files", "created", "refiner")}
+    meta.update(metadata or {})
+    meta["soup"] = {"method": "uniform weight average", "of": [
+        {"name": p.metadata.get("name", p.path.name),
+         "weights_sha256": {f["path"]: sha256_of(p.path / f["path"]) for f in p.metadata["files"].values()}}
+        for p in packages]}
+    return save_model_package(target, models, meta, overwrite=overwrite, refiner=refiner,
+                              refiner_config=first.refiner_config)
