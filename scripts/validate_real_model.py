@@ -411,7 +411,10 @@ SHIPPED = {
 }
 for _recipe, _name, _what in (("new_floor_prior_12k", "pancreas-nih-mobilenet-prior-12k-1.5mm", ""),
                               ("new_floor_prior_12k_phase", "pancreas-nih-mobilenet-prior-12k-phase-1.5mm",
-                               ", the contrast phases (80 % of the steps) and a fatty organ (30 %) drawn more often")):
+                               ", the contrast phases (80 % of the steps) and a fatty organ (30 %) drawn more often"),
+                              ("new_floor_prior_12k_soup", "pancreas-nih-mobilenet-prior-12k-soup-1.5mm",
+                               " twice, once with the contrast phases and a fatty organ drawn more often, and the two "
+                               "weight-averaged into one network")):
     SHIPPED[_recipe] = (_name, {"max_iter": 5, "prior_max_iter": 1, "prior_weight": 0.2, "previous_weight": 0.7},
                         "RSTN for the pancreas in abdominal CT: pancreas-nih-mobilenet-prior-10k-1.5mm trained on for "
                         f"another 2000 steps (12000 in all){_what}, on the same data: all expert-labelled NIH "
@@ -432,6 +435,9 @@ FOLD_STEPS = "100,250,500,150"
 
 def fold_schedule(recipe_name: str) -> str:
     """A recipe's fold steps, after those of every recipe whose fold models it trains on from."""
+    sources = RECIPES[recipe_name].get("soup_of")
+    if sources:
+        return f"the weight average of each fold's {' and '.join(sources)} models ({fold_schedule(sources[0])})"
     steps = RECIPES[recipe_name].get("fold_steps", FOLD_STEPS)
     start = RECIPES[recipe_name].get("init_from")
     return steps if start is None else f"{fold_schedule(start)} ({start}), then {steps} from those models"
@@ -522,15 +528,22 @@ def ship(work: Path, recipe_name: str) -> Path:
         config["pretrained_encoder"] = {"file": Path(config["pretrained_encoder"]).name,
                                         "sha256": file_sha256(Path(config["pretrained_encoder"])),
                                         "made_by": "scripts/convert_mobilenetv2.py"}
-    if "init_from" in RECIPES[recipe_name]:  # the model it trained on from, by name and hash, not a path
-        init = work / RECIPES[recipe_name]["init_from"] / "final" / "model"
+    sources = RECIPES[recipe_name].get("soup_of", ())
+    init_from = RECIPES[recipe_name].get("init_from") or (RECIPES[sources[0]].get("init_from") if sources else None)
+    if init_from:  # the model it (or its averaged models) trained on from, by name and hash, not a path
+        init = work / init_from / "final" / "model"
         weights = {f.name: file_sha256(f) for f in sorted(init.glob("*.safetensors"))}
         bundled = [d.name for d in sorted((ROOT / "Resources" / "Models").iterdir())
                    if {f.name: file_sha256(f) for f in sorted(d.glob("*.safetensors"))} == weights]
         config["init"] = {"model": json.loads((init / "model.json").read_text())["name"], "weights_sha256": weights,
                           "same_weights_as_bundled": bundled,
-                          "trained_by": f"scripts/validate_real_model.py --recipe {RECIPES[recipe_name]['init_from']} "
-                                        "--final"}
+                          "trained_by": f"scripts/validate_real_model.py --recipe {init_from} --final"}
+    if sources:  # its training is that of the models it averages: their time, and each one's augmentation
+        averaged = [json.loads((work / r / "final" / "scores.json").read_text()) for r in sources]
+        final = {**final, "train_seconds": round(sum(a["train_seconds"] for a in averaged), 1)}
+        for record, recipe in zip(meta["soup"]["of"], sources):
+            record.update({"recipe": recipe, "augment": json.loads(
+                (work / recipe / "final" / "model" / "model.json").read_text())["training"]["config"]["augment"]})
     meta["training"]["data"].update({"citation": CITATION, "wall_seconds": final["train_seconds"],
                                      "device": final["device"], "date": final["date"]})
     target = ROOT / "Resources" / "Models" / name
