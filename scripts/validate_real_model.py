@@ -508,8 +508,9 @@ def ship(work: Path, recipe_name: str) -> Path:
         "evaluation": {
             "held_out_dsc": validation["final_round"]["native"]["mean"],
             "protocol": f"its recipe's patient-level {validation['folds']}-fold cross-validation over "
-                        f"{validation['patients']} NIH patients (benchmarks/splits/nih61_5fold.json; S,I,J,N steps "
-                        f"{fold_steps} per fold, {validated_by}; the model's own {inference['max_iter']} fine "
+                        f"{validation['patients']} NIH patients (benchmarks/splits/nih61_5fold.json; "
+                        + (fold_steps if "soup_of" in RECIPES[validated_by] else f"S,I,J,N steps {fold_steps} per fold")
+                        + f", {validated_by}; the model's own {inference['max_iter']} fine "
                         "rounds); pooled 2-D DSC over each held-out patient's labelled slices, mean over patients"
                         + (f"; held_out_patient_level: the paper's rounds, {panel_rounds} of them"
                            if panel_rounds != inference["max_iter"] else ""),
