@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from helpers import tiny_package
+from PancreasRSTNLib.app.cli import main
 from PancreasRSTNLib.errors import ModelPackageError, OutputExistsError
 from PancreasRSTNLib.io.model_package import load_model_package, sha256_of
 from PancreasRSTNLib.training.weight_soup import average_state_dicts, soup_packages
@@ -64,3 +65,28 @@ def test_packages_that_cannot_be_averaged_are_refused_before_anything_is_written
     soup_packages([a, a], tmp_path / "soup")
     with pytest.raises(OutputExistsError):
         soup_packages([a, a], tmp_path / "soup")
+
+
+def test_models_average_command_writes_an_unevaluated_package_and_refuses_a_users_folder(tmp_path, capsys):
+    a, b = tiny_package(tmp_path / "a", seed=0, views="Z"), tiny_package(tmp_path / "b", seed=1, views="Z")
+    meta = json.loads((a / "model.json").read_text())
+    meta["evaluation"] = {"held_out_dsc": 0.9}  # a source's accuracy is not the average's
+    (a / "model.json").write_text(json.dumps(meta))
+    out = tmp_path / "avg"
+    assert main(["models", "average", str(a), str(b), "-o", str(out)]) == 0
+    assert "has not been evaluated" in capsys.readouterr().out
+    written = json.loads((out / "model.json").read_text())
+    assert written["name"] == "avg" and "evaluation" not in written and len(written["soup"]["of"]) == 2
+    assert main(["models", "verify", str(out)]) == 0
+    before = (out / "model_Z.safetensors").read_bytes()
+    assert main(["models", "average", str(a), str(b), "-o", str(out)]) != 0
+    assert "--overwrite" in capsys.readouterr().err and (out / "model_Z.safetensors").read_bytes() == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["models", "average", str(a), str(b), "-o", str(mine), "--overwrite"]) != 0
+    assert "not a model package" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep me"
+    xyz = tiny_package(tmp_path / "xyz", seed=2, views="XYZ")
+    assert main(["models", "average", str(a), str(xyz), "-o", str(tmp_path / "bad")]) != 0
+    assert "views" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad.partial*"))

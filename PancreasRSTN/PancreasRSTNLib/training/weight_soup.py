@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
-from ..errors import ModelPackageError
-from ..io.model_package import ModelPackage, load_model_package, save_model_package, sha256_of
+from ..errors import ModelPackageError, OutputExistsError
+from ..io.model_package import MODEL_JSON, ModelPackage, load_model_package, save_model_package, sha256_of
 
 #: model.json fields that must agree for weights to be averaged: the network, the views and the input they read
 MUST_AGREE = ("rstn", "views", "spacing", "hu_window")
@@ -62,8 +64,17 @@ def check_compatible(packages: Sequence[ModelPackage]) -> None:
 
 def soup_packages(sources: Sequence[str | Path], target: str | Path, metadata: Mapping | None = None,
                   overwrite: bool = False) -> Path:
-    """Write the weight average of ``sources`` (verified packages) as a new package in ``target``. Its model.json is
-    the first source's with ``metadata`` on top and a ``soup`` record of the sources' names and weight hashes."""
+    """Write the weight average of ``sources`` (verified packages) as a new package in ``target``, whole or not at
+    all (written beside it, then renamed). Its model.json is the first source's, without its measured accuracy (the
+    average has not been evaluated), with ``metadata`` on top and a ``soup`` record of the sources' names and
+    weight hashes. A folder that is not a model package is never replaced; a package only with ``overwrite``."""
+    target = Path(target)
+    if target.exists() and any(target.iterdir()):
+        if not (target / MODEL_JSON).is_file():
+            raise OutputExistsError(f"{target} exists and is not a model package: choose a new folder.")
+        if not overwrite:
+            raise OutputExistsError(f"A model package already exists in {target}. Pass overwrite=True / "
+                                    "--overwrite to replace it.")
     packages = [load_model_package(s) for s in sources]
     if len(packages) < 2:
         raise ModelPackageError(f"A weight average needs two or more model packages (got {len(packages)}).")
@@ -71,11 +82,19 @@ def soup_packages(sources: Sequence[str | Path], target: str | Path, metadata: M
     first = packages[0]
     models = {view: _average_module([p.models[view] for p in packages]) for view in first.views}
     refiner = _average_module([p.refiner for p in packages]) if first.refiner is not None else None
-    meta = {k: v for k, v in first.metadata.items() if k not in ("files", "created", "refiner")}
+    meta = {k: v for k, v in first.metadata.items() if k not in ("files", "created", "refiner", "evaluation")}
     meta.update(metadata or {})
     meta["soup"] = {"method": "uniform weight average", "of": [
         {"name": p.metadata.get("name", p.path.name),
          "weights_sha256": {f["path"]: sha256_of(p.path / f["path"]) for f in p.metadata["files"].values()}}
         for p in packages]}
-    return save_model_package(target, models, meta, overwrite=overwrite, refiner=refiner,
-                              refiner_config=first.refiner_config)
+    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        save_model_package(staging, models, meta, refiner=refiner, refiner_config=first.refiner_config)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,9 +1,11 @@
-"""``pancreas-rstn models list | info | verify | install | import-reference``: find, inspect and add models."""
+"""``pancreas-rstn models list | info | verify | install | import-reference | average``: find, inspect, add and
+combine models."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ...io.model_package import package_summary, verify_model_package
 from ...io.reference_import import import_reference_checkpoints
@@ -15,6 +17,7 @@ from ...io.user_models import (
     models_by_organ,
     resolve_model,
 )
+from ...training.weight_soup import soup_packages
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("--name", default=None)
     imp.add_argument("--overwrite", action="store_true")
     imp.set_defaults(func=run_import)
+
+    avg = sub.add_parser("average", help="average the weights of models trained on from one model (a model soup)")
+    avg.add_argument("models", nargs="+", help="two or more model folders or installed models' names, of one "
+                     "network, views, spacing and HU window")
+    avg.add_argument("-o", "--output", required=True, help="model package folder to create")
+    avg.add_argument("--name", default=None, help="the new model's name (default: the output folder's name)")
+    avg.add_argument("--overwrite", action="store_true", help="replace a model package in --output")
+    avg.set_defaults(func=run_average)
 
 
 def _row(m: ModelInfo, default_paths: set) -> dict:
@@ -141,4 +152,12 @@ def run_import(args: argparse.Namespace) -> int:
     out = import_reference_checkpoints(checkpoints, args.output, organ=args.organ, name=args.name,
                                        label_value=args.label_value, overwrite=args.overwrite)
     print(f"imported views {', '.join(sorted(checkpoints))} into {out}")
+    return 0
+
+
+def run_average(args: argparse.Namespace) -> int:
+    sources = [resolve_model(m).path for m in args.models]
+    out = soup_packages(sources, args.output, {"name": args.name or Path(args.output).name}, overwrite=args.overwrite)
+    print(f"wrote the weight average of {len(sources)} models into {out}")
+    print("It has not been evaluated: measure it on held-out data (pancreas-rstn evaluate) before you use it.")
     return 0
