@@ -81,6 +81,10 @@ def test_models_average_command_writes_an_unevaluated_package_and_refuses_a_user
     before = (out / "model_Z.safetensors").read_bytes()
     assert main(["models", "average", str(a), str(b), "-o", str(out)]) != 0
     assert "--overwrite" in capsys.readouterr().err and (out / "model_Z.safetensors").read_bytes() == before
+    assert main(["models", "average", str(a), str(a), "-o", str(out), "--overwrite"]) == 0
+    assert (out / "model_Z.safetensors").read_bytes() != before and not list(tmp_path.glob(".avg.*"))
+    torch.testing.assert_close(load_model_package(out).models["Z"].state_dict(),
+                               load_model_package(a).models["Z"].state_dict())
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")

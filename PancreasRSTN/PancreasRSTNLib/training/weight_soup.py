@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelPackageError, OutputExistsError
-from ..io.model_package import MODEL_JSON, ModelPackage, load_model_package, save_model_package, sha256_of
+from ..io.model_package import MODEL_JSON, ModelPackage, load_model_package, save_model_package
 
 #: model.json fields that must agree for weights to be averaged: the network, the views and the input they read
 MUST_AGREE = ("rstn", "views", "spacing", "hu_window")
@@ -86,15 +86,28 @@ def soup_packages(sources: Sequence[str | Path], target: str | Path, metadata: M
     meta.update(metadata or {})
     meta["soup"] = {"method": "uniform weight average", "of": [
         {"name": p.metadata.get("name", p.path.name),
-         "weights_sha256": {f["path"]: sha256_of(p.path / f["path"]) for f in p.metadata["files"].values()}}
+         "weights_sha256": {f["path"]: f["sha256"] for f in p.metadata["files"].values()}}  # verified on load
         for p in packages]}
     staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         save_model_package(staging, models, meta, refiner=refiner, refiner_config=first.refiner_config)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        _replace_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target``; a folder already there is set aside first and put back if the move fails."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}") if target.exists() else None
+    if old is not None:
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except OSError:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
